@@ -1,0 +1,34 @@
+# `make reproduce` and `make test` work on a fresh machine: they create .venv when it is missing.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PROFILE ?= demo
+JOBS    ?= 1
+
+.PHONY: reproduce test lint bench clean-runs
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# Reinstall when the package metadata changes.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/reidlib reproduce --profile $(PROFILE) --jobs $(JOBS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check reidlib tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/pip install -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench_evaluation.py
+
+clean-runs:
+	rm -rf runs/cache runs/notebooks figures/*/

@@ -1,0 +1,232 @@
+"""Typed configs: dataclasses built from nested dicts, validated, merged and round-tripped through YAML.
+
+A run's config is `RunConfig` (data, optimisation, schedule, seed) plus the method's own dataclass
+config. Paper hyper-parameters live in `reidlib/configs/<method>.yaml` under `paper:`; the `ci` and
+`demo` profiles are overrides on top of them in the same file, so every scaled-down value is visible
+next to the paper's.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PROFILES = ("ci", "demo", "paper")
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names the key and what is allowed."""
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Return `base` updated by `override`, recursing into nested dicts (inputs are not modified)."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated field type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: cannot be {value!r}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[C], data: dict | None, where: str = "") -> C:
+    """Build dataclass `cls` from a nested dict; unknown keys and wrong types raise ConfigError."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {unknown}; valid keys: {sorted(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check()
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain nested dict/list (YAML- and JSON-safe)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def replace(obj: C, **changes: Any) -> C:
+    """Like dataclasses.replace, but nested dict changes are merged and the result re-validated."""
+    return from_dict(type(obj), deep_merge(to_dict(obj), changes))
+
+
+def config_hash(obj: Any, length: int = 12) -> str:
+    """Stable short hash of a config (dataclass or dict): the key of a run."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def check_range(where: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """Raise ConfigError unless low <= value <= high (either bound may be None)."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ConfigError(f"{where}={value!r} is out of range {bounds}")
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; use one of {list(PROFILES)}")
+    return profile
+
+
+def load_yaml(path: str | Path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def save_yaml(data: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(data), sort_keys=False))
+
+
+def packaged_config(name: str) -> dict:
+    """Read `reidlib/configs/<name>.yaml` shipped with the package."""
+    ref = resources.files("reidlib") / "configs" / f"{name}.yaml"
+    if not ref.is_file():
+        known = sorted(p.name[:-5] for p in (resources.files("reidlib") / "configs").iterdir()
+                       if p.name.endswith(".yaml"))
+        raise ConfigError(f"no config file reidlib/configs/{name}.yaml; known: {known}")
+    return yaml.safe_load(ref.read_text()) or {}
+
+
+def profile_config(name: str, profile: str, overrides: dict | None = None) -> dict:
+    """The `paper:` section of configs/<name>.yaml, with the profile's overrides and then the caller's.
+
+    File shape:  paper: {...}   ci: {...overrides}   demo: {...overrides}
+    """
+    check_profile(profile)
+    raw = packaged_config(name)
+    if "paper" not in raw:
+        raise ConfigError(f"reidlib/configs/{name}.yaml has no 'paper:' section")
+    merged = raw["paper"]
+    if profile != "paper":
+        merged = deep_merge(merged, raw.get(profile) or {})
+    return deep_merge(merged, overrides or {})
+
+
+@dataclass
+class DataConfig:
+    """Which images, at what size, in what batches, with which augmentations (torchreid-style defaults)."""
+
+    dataset: str = "synthocc"          # a name from reidlib.data.DATASETS
+    root: str | None = None            # None: the SynthOcc cache, generated on first use
+    protocol: str = "occluded_duke"    # SynthOcc protocol (occluded_duke, holistic, occluded_reid, partial_reid)
+    synth_size: str = "demo"           # SynthOcc size preset (ci, demo, paper)
+    height: int = 256
+    width: int = 128
+    batch_p: int = 16                  # identities per training batch (P)
+    batch_k: int = 4                   # images per identity (K)
+    test_batch_size: int = 128
+    workers: int = 0
+    flip_p: float = 0.5                # random horizontal flip
+    pad: int = 10                      # pad-and-random-crop margin in pixels (0: off)
+    erasing_p: float = 0.5             # random erasing probability (0: off)
+    color_jitter: float = 0.0          # brightness/contrast/saturation strength (0: off)
+    masks: str | None = None           # human-parsing source: None, "parsing" (label PNGs) or "pifpaf"
+    mask_grouping: str = "five"        # how labels / PifPaf fields group into K parts (reidlib.data.masks)
+    on_corrupt: str = "error"          # unreadable image: "error" (stop, naming it) or "skip" (count it)
+
+    def validate(self) -> None:
+        for name in ("height", "width", "batch_p", "batch_k", "test_batch_size"):
+            check_range(f"data.{name}", getattr(self, name), 1)
+        check_range("data.batch_k", self.batch_k, 2)  # batch-hard triplets need a positive per anchor
+        for name in ("flip_p", "erasing_p"):
+            check_range(f"data.{name}", getattr(self, name), 0.0, 1.0)
+        check_range("data.workers", self.workers, 0)
+        if self.masks not in (None, "parsing", "pifpaf"):
+            raise ConfigError(f"data.masks={self.masks!r}; use null, 'parsing' or 'pifpaf'")
+        if self.on_corrupt not in ("error", "skip"):
+            raise ConfigError(f"data.on_corrupt={self.on_corrupt!r}; use 'error' or 'skip'")
+
+
+__all__ = [
+    "DataConfig",
+    "PROFILES", "ConfigError", "dataclass", "field", "deep_merge", "from_dict", "to_dict", "replace",
+    "config_hash", "check_range", "check_profile", "load_yaml", "save_yaml", "packaged_config",
+    "profile_config",
+]
