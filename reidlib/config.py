@@ -195,7 +195,7 @@ class DataConfig:
 
     dataset: str = "synthocc"          # a name from reidlib.data.DATASETS
     root: str | None = None            # None: the SynthOcc cache, generated on first use
-    protocol: str = "occluded_duke"    # SynthOcc protocol (occluded_duke, holistic, occluded_reid, partial_reid)
+    protocol: str = "occluded_duke"    # SynthOcc: occluded_duke, holistic, occluded_reid, partial_reid
     synth_size: str = "demo"           # SynthOcc size preset (ci, demo, paper)
     height: int = 256
     width: int = 128

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from reidlib.config import (
-    ConfigError, DataConfig, config_hash, deep_merge, from_dict, load_yaml, replace, save_yaml, to_dict,
+    ConfigError,
+    DataConfig,
+    config_hash,
+    deep_merge,
+    from_dict,
+    load_yaml,
+    replace,
+    save_yaml,
+    to_dict,
 )
 from reidlib.registry import Registry
 

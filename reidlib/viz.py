@@ -1,0 +1,135 @@
+"""Figures drawn from trained models: heat maps, part scores, rankings, correlations; saved as PNG and PDF."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reidlib.paths import figures_dir
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MATCH_COLOUR, MISMATCH_COLOUR = "#2ca02c", "#d62728"
+
+
+def save_figure(fig, paper: str, name: str, root: Path | None = None, dpi: int = 200) -> list[Path]:
+    """Write figures/<paper>/<name>.png and .pdf (tight bounding box) and return both paths."""
+    folder = figures_dir(paper, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+    for path in paths:
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix[1:])
+        tmp.replace(path)
+    return paths
+
+
+def to_display(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """Normalised [N, 3, H, W] tensor -> [N, H, W, 3] floats in [0, 1] for imshow."""
+    m = torch.tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images.detach().cpu() * s + m).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """[N, h, w] or [N, K, h, w] maps -> the image size (bilinear), as numpy."""
+    squeeze = maps.dim() == 3
+    x = maps[:, None] if squeeze else maps
+    x = F.interpolate(x.detach().float().cpu(), size=size, mode="bilinear", align_corners=False)
+    return (x[:, 0] if squeeze else x).numpy()
+
+
+def _normalise(heat: np.ndarray) -> np.ndarray:
+    lo, hi = float(heat.min()), float(heat.max())
+    return (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+
+
+def heatmap_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], alpha: float = 0.5,
+                 cmap: str = "jet", mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Rows = images; columns = the image, then each named map [N, h, w] overlaid (min-max per image)."""
+    pics = to_display(images, mean, std)
+    n, h, w = pics.shape[:3]
+    cols = 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.3 * cols, 2.4 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(pics[i])
+        for j, (title, m) in enumerate(maps.items(), start=1):
+            axes[i, j].imshow(pics[i])
+            axes[i, j].imshow(_normalise(upsample(m[i : i + 1], (h, w))[0]), cmap=cmap, alpha=alpha)
+            if i == 0:
+                axes[i, j].set_title(title, fontsize=8)
+    if n:
+        axes[0, 0].set_title("image", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def part_scores_grid(images: torch.Tensor, scores: torch.Tensor, captions: Sequence[str] | None = None,
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, cmap: str = "RdYlGn"):
+    """Horizontal-stripe part scores [N, K] written on their stripes (QPM Fig. 4 style)."""
+    pics = to_display(images, mean, std)
+    n, h, w = pics.shape[:3]
+    k = scores.shape[1]
+    colours = plt.get_cmap(cmap)
+    fig, axes = plt.subplots(1, n, figsize=(1.5 * n, 3.2), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        ax.imshow(pics[i])
+        edges = np.linspace(0, h, k + 1)
+        for p in range(k):
+            s = float(scores[i, p])
+            ax.add_patch(plt.Rectangle((0, edges[p]), w - 1, edges[p + 1] - edges[p], fill=False,
+                                       edgecolor=colours(s), linewidth=1.5))
+            ax.text(w / 2, (edges[p] + edges[p + 1]) / 2, f"{s:.2f}", ha="center", va="center", fontsize=7,
+                    color="white", bbox={"facecolor": colours(s), "alpha": 0.8, "pad": 1, "linewidth": 0})
+        if captions is not None:
+            ax.set_title(captions[i], fontsize=7)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def ranking_grid(query: np.ndarray | torch.Tensor, gallery: Sequence, matches: Sequence[Sequence[bool]],
+                 row_labels: Sequence[str] | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Ranking lists: each row a query then its top-k gallery images, framed green (match) / red (not)."""
+    q = to_display(query, mean, std) if isinstance(query, torch.Tensor) else query
+    n, top = len(q), len(matches[0])
+    fig, axes = plt.subplots(n, top + 1, figsize=(1.0 * (top + 1), 2.1 * n), squeeze=False)
+    for i in range(n):
+        g = to_display(gallery[i], mean, std) if isinstance(gallery[i], torch.Tensor) else gallery[i]
+        axes[i, 0].imshow(q[i])
+        axes[i, 0].set_title(row_labels[i] if row_labels else "query", fontsize=7)
+        for r in range(top):
+            ax = axes[i, r + 1]
+            ax.imshow(g[r])
+            colour = MATCH_COLOUR if matches[i][r] else MISMATCH_COLOUR
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(3)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"#{r + 1}", fontsize=7)
+        axes[i, 0].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def correlation_heatmap(matrix: np.ndarray | torch.Tensor, labels: Sequence[str], title: str = "",
+                        vmin: float = -1.0, vmax: float = 1.0):
+    """A labelled correlation matrix (e.g. attention-head cross-correlation)."""
+    import seaborn as sns
+
+    m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(0.45 * len(labels) + 2, 0.45 * len(labels) + 1.5))
+    sns.heatmap(m, vmin=vmin, vmax=vmax, cmap="coolwarm", xticklabels=labels, yticklabels=labels,
+                annot=len(labels) <= 12, fmt=".2f", square=True, ax=ax, cbar_kws={"shrink": 0.7})
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
