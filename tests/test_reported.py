@@ -61,6 +61,16 @@ SPOT_CHECKS = [
     ("qpm", "Table VI", "SI global", "P-DukeMTMC", "mAP", 13.1),
     ("qpm", "Table VIII", "QPM", "Occluded-Duke", "Params (M)", 29.0),
     ("qpm", "Table XI", "gamma=1.0", "Occluded-Duke", "Rank-1", 58.3),
+    ("dpm", "Table 1", "DPM", "Occluded-Duke", "Rank-1", 71.4),
+    ("dpm", "Table 1", "DPM", "Occluded-Duke", "mAP", 61.8),
+    ("dpm", "Table 1", "DPM", "Occluded-REID", "mAP", 79.7),
+    ("dpm", "Table 1", "TransReID*", "Occluded-Duke", "mAP", 59.2),
+    ("dpm", "Table 2", "DPM", "DukeMTMC-reID", "mAP", 82.6),
+    ("dpm", "Table 2", "MGN", "Market-1501", "Rank-1", 95.7),
+    ("dpm", "Table 3", "+DPM+HR", "Occluded-Duke", "Rank-10", 87.2),
+    ("dpm", "Table 4", "baseline (Cls=A)", "Occluded-Duke", "Rank-1", 68.6),
+    ("dpm", "Table 5", "P + F", "Occluded-Duke", "Rank-10", 85.1),
+    ("dpm", "Fig. 5 (alpha)", "alpha=0.5", "Occluded-Duke", "mAP", 61.0),
 ]
 
 
