@@ -78,6 +78,13 @@ SPOT_CHECKS = [
     ("pab_reid", "Table II", "Ours", "Market-1501", "mAP", 89.5),
     ("pab_reid", "Table III", "w/o Fine-Grained Feature Focuser", "Occluded-Duke", "Rank-1", 67.3),
     ("pab_reid", "Fig. 5", "Triplet loss", "Occluded-Duke", "mAP", 57.1),
+    ("bpsema_reid", "Table I", "BPSEMA", "Occluded-Duke", "Rank-1", 68.55),
+    ("bpsema_reid", "Table I", "BPSEMA", "Occluded-Duke", "mAP", 54.2),
+    ("bpsema_reid", "Table I", "BPSEMA", "P-DukeMTMC", "mAP", 78.84),
+    ("bpsema_reid", "Table I", "BoT", "P-DukeMTMC", "Rank-1", 87.0),
+    ("bpsema_reid", "Table I", "MHSA", "DukeMTMC-reID", "mAP", 73.1),
+    ("bpsema_reid", "Table II", "D2", "Occluded-Duke", "mAP", 52.99),
+    ("bpsema_reid", "Table II", "D3", "DukeMTMC-reID", "Rank-1", 89.86),
 ]
 
 
@@ -98,6 +105,13 @@ def test_qpm_text_claims_agree_with_its_tables():
     gap = df.loc["QPM"] - df.loc["HOReID"]
     assert gap[("Occluded-Duke", "Rank-1")] == pytest.approx(9.3)
     assert gap[("Occluded-Duke", "mAP")] == pytest.approx(5.9)
+
+
+def test_bpsema_ablation_d1_is_bpbreid_and_d4_is_bpsema():
+    sota, ablation = reported.table("bpsema_reid", "Table I"), reported.table("bpsema_reid", "Table II")
+    for row, method in (("D1", "BPBreID"), ("D4", "BPSEMA")):
+        expected = sota.loc[method, ablation.columns]
+        pd.testing.assert_series_equal(ablation.loc[row], expected, check_names=False)
 
 
 def test_lookups_accept_display_names_and_loose_ids():
