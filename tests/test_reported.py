@@ -85,6 +85,17 @@ SPOT_CHECKS = [
     ("bpsema_reid", "Table I", "MHSA", "DukeMTMC-reID", "mAP", 73.1),
     ("bpsema_reid", "Table II", "D2", "Occluded-Duke", "mAP", 52.99),
     ("bpsema_reid", "Table II", "D3", "DukeMTMC-reID", "Rank-1", 89.86),
+    ("rganet", "Table I", "RGANet (Ours)", "Occluded-Duke", "Rank-1", 71.6),
+    ("rganet", "Table I", "RGANet (Ours)", "Occluded-Duke", "mAP", 62.4),
+    ("rganet", "Table I", "RGANet (Ours)", "Occluded-REID", "Rank-1", 86.4),
+    ("rganet", "Table I", "MSDPA", "Occluded-REID", "mAP", 77.5),
+    ("rganet", "Table II", "RGANet (Ours)", "Partial-iLIDS", "Rank-3", 87.6),
+    ("rganet", "Table III", "RGANet (Ours)", "Market-1501", "mAP", 89.8),
+    ("rganet", "Table IV", "RGANet (Ours)", "MSMT17", "Rank-1", 88.1),
+    ("rganet", "Table V", "Fixed-stripe + IAI", "Occluded-Duke", "mAP", 60.2),
+    ("rganet", "Table VI", '"a [CLASS] part of a person."', "Occluded-Duke", "mAP", 59.5),
+    ("rganet", "Table VII", "DPM", "Occluded-Duke", "FPS", 98.3),
+    ("rganet", "Fig. 4", "Region 3", "Fig. 4 (a)", "beta", 0.08),
 ]
 
 
@@ -112,6 +123,26 @@ def test_bpsema_ablation_d1_is_bpbreid_and_d4_is_bpsema():
     for row, method in (("D1", "BPBreID"), ("D4", "BPSEMA")):
         expected = sota.loc[method, ablation.columns]
         pd.testing.assert_series_equal(ablation.loc[row], expected, check_names=False)
+
+
+def test_dpm_row_is_the_same_in_dpm_and_rganet_papers():
+    ours = reported.paper_method_row("dpm", "Table 1")
+    quoted = reported.table("rganet", "Table I").loc["DPM"]
+    pd.testing.assert_series_equal(ours, quoted, check_names=False)
+
+
+def test_rganet_fig4_confidence_is_the_mean_of_alpha_and_beta():
+    # Section IV-E: "w is the mean of the alpha and the beta"; printed to two decimals.
+    df = reported.table("rganet", "Fig. 4")
+    for panel in ("Fig. 4 (a)", "Fig. 4 (b)"):
+        mean = (df[(panel, "alpha")] + df[(panel, "beta")]) / 2
+        assert (mean - df[(panel, "w")]).abs().max() <= 0.005 + 1e-9
+
+
+def test_unreadable_values_are_null_with_a_note():
+    df = reported.table("rganet", "Table III")
+    assert math.isnan(df.loc["MGCAM", ("Market-1501", "Rank-1")])
+    assert any(note.startswith("MGCAM: Rank-1 unreadable") for note in df.attrs["notes"])
 
 
 def test_lookups_accept_display_names_and_loose_ids():
