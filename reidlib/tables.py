@@ -1,0 +1,347 @@
+"""Reproduced-vs-reported tables: our rows beside the paper's, with deltas, styled and exported.
+
+Layout shared with `reidlib.reported.table`: rows are methods, columns a MultiIndex (dataset, metric) with
+the metric names of `reidlib.reported.METRICS`, ranking metrics in percent. `metrics_table` brings engine
+results (fractions) into that layout; `compare` stacks both with a `source` level and adds delta rows;
+`style` and `export` render the result.
+
+    reproduced = metrics_table({"QPM": run.metrics}, "occluded_duke")
+    df = compare(reproduced, reported.table("qpm", "Table I"))
+    export(df, "runs/qpm/table_I")          # table_I.csv, table_I.md, table_I.tex
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+from reidlib.reported import DATASETS, METRICS, PERCENT_METRICS
+
+REPRODUCED = "reproduced"
+REPORTED = "reported"  # the paper's own experiments: its method, its ablations and sweeps
+COMPETITOR = "competitor (reported)"  # other methods' numbers as the paper quotes them
+DELTA = "delta (reproduced - reported)"
+SOURCES = (REPRODUCED, REPORTED, COMPETITOR, DELTA)
+
+# Table kinds whose rows, apart from the paper's own, are other people's methods.
+_KINDS_WITH_COMPETITORS = ("sota", "cost")
+
+# The one mapping from engine / cost-measurement keys to reported metric names: key -> (name, scale).
+# Ranking metrics come from the engine as fractions and are reported in percent.
+ENGINE_METRICS: dict[str, tuple[str, float]] = {
+    **{f"rank{k}": (f"Rank-{k}", 100.0) for k in (1, 3, 5, 10, 20)},
+    "map": ("mAP", 100.0),
+    "minp": ("mINP", 100.0),
+    # reidlib.cost.cost_row keys (measured on this machine, so comparable in kind, not in value)
+    "params (M)": ("Params (M)", 1.0),
+    "GFLOPs / image": ("GFLOPs", 1.0),
+    "train s / iter": ("Train (s/iter)", 1.0),
+    "inference ms / image": ("Inference (s/img)", 1e-3),
+    "fps": ("FPS", 1.0),
+}
+CMC_RANKS = (1, 3, 5, 10, 20)  # ranks read off a `cmc` curve
+
+
+class TableError(ValueError):
+    """A table has the wrong layout or a metric the wrong scale; the message says how to fix it."""
+
+
+# ------------------------------------------------------------------------------------ engine metrics
+
+
+def dataset_name(dataset: str) -> str:
+    """'occluded_duke' or 'Occluded-Duke' -> 'Occluded-Duke' (the column-group name of reported tables)."""
+    for display, loader in DATASETS.items():
+        if dataset.lower() in (display.lower(), loader):
+            return display
+    raise TableError(f"unknown dataset {dataset!r}; use one of {list(DATASETS)} or {list(DATASETS.values())}")
+
+
+def _engine_key(key: str) -> tuple[str, float] | None:
+    if key in ENGINE_METRICS:
+        return ENGINE_METRICS[key]
+    norm = re.sub(r"[\s_\-@]", "", key).lower()
+    norm = re.sub(r"^(r|top)(\d+)$", r"rank\2", norm)
+    return ENGINE_METRICS.get(norm)
+
+
+def _as_mapping(raw: Any, where: str) -> Mapping:
+    if isinstance(raw, Mapping):
+        return raw
+    if hasattr(raw, "cmc") and hasattr(raw, "mAP"):  # the object reidlib.evaluation.evaluate returns
+        return {"cmc": raw.cmc, "mAP": raw.mAP, "mINP": getattr(raw, "mINP", None)}
+    raise TableError(f"{where}: expected a dict of metrics or an evaluation result, got {type(raw).__name__}")
+
+
+def _scaled(value: Any, name: str, scale: float, where: str) -> float:
+    value = float(value)
+    if name in PERCENT_METRICS and not 0.0 <= value <= 1.0:
+        raise TableError(
+            f"{where}: {name} = {value} is not a fraction; metrics_table expects the engine's fractions "
+            "(0-1) and converts them to percent"
+        )
+    return value * scale
+
+
+def _reported_metrics(raw: Any, where: str) -> dict[str, float]:
+    metrics = _as_mapping(raw, where)
+    out: dict[str, float] = {}
+    cmc = metrics.get("cmc")
+    if cmc is not None:
+        cmc = np.asarray(cmc, dtype=float).ravel()
+        for k in CMC_RANKS:
+            if len(cmc) >= k:
+                out[f"Rank-{k}"] = _scaled(cmc[k - 1], f"Rank-{k}", 100.0, where)
+    for key, value in metrics.items():
+        target = None if key == "cmc" else _engine_key(str(key))
+        if target is None or value is None:
+            continue  # other entries of a metrics.json (epoch, losses, ...) are not table columns
+        name, scale = target
+        out[name] = _scaled(value, name, scale, where)
+    if not out:
+        raise TableError(
+            f"{where}: no known metric among {sorted(map(str, metrics))}; "
+            f"expected a `cmc` curve or keys like {sorted(ENGINE_METRICS)}"
+        )
+    return out
+
+
+def metrics_table(
+    results: Mapping[str, Any], dataset: str, metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Engine results -> a table laid out like the reported ones.
+
+    results: {row name: {metric: fraction}} (keys like rank1 / mAP / mINP, or a `cmc` curve) or
+    {row name: evaluation result}; cost keys of `reidlib.cost.cost_row` are mapped too.
+    metrics: the columns to keep, in order (e.g. the reported table's metrics); default: all found.
+    """
+    name = dataset_name(dataset)
+    rows = {method: _reported_metrics(raw, f"results[{method!r}]") for method, raw in results.items()}
+    if metrics is None:
+        order = [m for m in METRICS if any(m in row for row in rows.values())]
+    else:
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise TableError(f"unknown metric(s) {unknown}; use names from {list(METRICS)}")
+        order = list(metrics)
+    columns = pd.MultiIndex.from_product([[name], order], names=["dataset", "metric"])
+    data = [[row.get(metric, math.nan) for metric in order] for row in rows.values()]
+    df = pd.DataFrame(data, index=pd.Index(list(rows), name="method"), columns=columns, dtype=float)
+    df.attrs = {"kind": REPRODUCED, "dataset": name}
+    return df
+
+
+# ------------------------------------------------------------------------------------------- compare
+
+
+def _check_layout(df: Any, name: str) -> None:
+    layout_ok = isinstance(df, pd.DataFrame) and isinstance(df.columns, pd.MultiIndex)
+    if not layout_ok or df.columns.nlevels != 2:
+        raise TableError(
+            f"{name} must be a DataFrame with (dataset, metric) MultiIndex columns; build it with "
+            "reidlib.tables.metrics_table(...) or reidlib.reported.table(...)"
+        )
+    if not df.index.is_unique:
+        dupes = sorted(set(df.index[df.index.duplicated()]))
+        raise TableError(f"{name} has duplicate row names {dupes}; row names must be unique")
+
+
+def _reported_source(reported: pd.DataFrame, method: str, matched: set[str]) -> str:
+    kind = reported.attrs.get("kind")
+    if kind is None:  # a hand-made table: only rows we reproduced count as the paper's own
+        return REPORTED if method in matched else COMPETITOR
+    if kind in _KINDS_WITH_COMPETITORS and method not in reported.attrs.get("ours", []):
+        return COMPETITOR
+    return REPORTED
+
+
+def compare(
+    reproduced: pd.DataFrame, reported: pd.DataFrame, mapping: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """Our rows and the paper's in one table with a (method, source) row index.
+
+    Rows follow the reported table; a reproduced row sits just above the reported row of the same name
+    (after `mapping`: {reproduced name: reported name}), followed by a delta row (reproduced - reported)
+    where both have a value for the same (dataset, metric). Reproduced rows with no reported counterpart
+    come last. Columns: the reported table's, then any the reproduced table adds (e.g. another dataset).
+    Sources: 'reproduced', 'reported' (the paper's own method, ablation and sweep rows), 'competitor
+    (reported)' (other methods as the paper quotes them), and the delta rows.
+    """
+    _check_layout(reproduced, "reproduced")
+    _check_layout(reported, "reported")
+    mapping = dict(mapping or {})
+    unknown = sorted(set(mapping) - set(reproduced.index))
+    if unknown:
+        raise TableError(f"mapping keys {unknown} are not reproduced rows; rows: {list(reproduced.index)}")
+    missing = sorted(set(mapping.values()) - set(reported.index))
+    if missing:
+        raise TableError(f"mapping targets {missing} are not reported rows; rows: {list(reported.index)}")
+    ours = reproduced.rename(index=lambda name: mapping.get(name, name))
+    if not ours.index.is_unique:
+        raise TableError("two reproduced rows map to the same reported row; map each to a distinct row")
+
+    extra = [c for c in ours.columns if c not in reported.columns]
+    columns = pd.MultiIndex.from_tuples(list(reported.columns) + extra, names=["dataset", "metric"])
+    ours = ours.reindex(columns=columns)
+    theirs = reported.reindex(columns=columns)
+    matched = set(ours.index) & set(theirs.index)
+
+    rows: list[tuple[str, str, pd.Series]] = []
+    for method in theirs.index:
+        source = _reported_source(reported, method, matched)
+        if method in matched:
+            delta = ours.loc[method] - theirs.loc[method]
+            rows += [(method, REPRODUCED, ours.loc[method]), (method, source, theirs.loc[method])]
+            if delta.notna().any():
+                rows.append((method, DELTA, delta))
+        else:
+            rows.append((method, source, theirs.loc[method]))
+    rows += [(method, REPRODUCED, ours.loc[method]) for method in ours.index if method not in matched]
+
+    index = pd.MultiIndex.from_tuples([(m, s) for m, s, _ in rows], names=["method", "source"])
+    data = np.array([series.to_numpy(dtype=float) for *_, series in rows]).reshape(len(rows), len(columns))
+    out = pd.DataFrame(data, index=index, columns=columns)
+    out.attrs = {**reported.attrs, "compared": True}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- style
+
+
+def _fmt_value(value: float) -> str:
+    """Up to two decimals, at least one, as papers print them: 47.0, 64.4, 68.55."""
+    text = f"{value:.2f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _fmt_delta(value: float) -> str:
+    return ("+" if value >= 0 else "-") + _fmt_value(abs(value))
+
+
+def _delta_mask(df: pd.DataFrame) -> np.ndarray:
+    if "source" in (df.index.names or []):
+        return (df.index.get_level_values("source") == DELTA)
+    return np.zeros(len(df), dtype=bool)
+
+
+def _higher_is_better(column: Any) -> bool | None:
+    metric = column[-1] if isinstance(column, tuple) else column
+    spec = METRICS.get(str(metric))
+    return True if spec is None else spec.higher_is_better
+
+
+def _css(data: pd.DataFrame) -> pd.DataFrame:
+    """Bold the best value of each column (direction from METRICS), colour deltas by better/worse."""
+    css = pd.DataFrame("", index=data.index, columns=data.columns)
+    is_delta = _delta_mask(data)
+    for j, column in enumerate(data.columns):
+        higher = _higher_is_better(column)
+        if higher is None:
+            continue
+        values = data.iloc[:, j].to_numpy(dtype=float)
+        candidates = np.where(~is_delta & ~np.isnan(values))[0]
+        if len(candidates):
+            best = values[candidates].max() if higher else values[candidates].min()
+            for i in candidates[np.isclose(values[candidates], best)]:
+                css.iat[i, j] = "font-weight: bold"
+        for i in np.where(is_delta & ~np.isnan(values) & (values != 0))[0]:
+            css.iat[i, j] = "color: green" if (values[i] > 0) == higher else "color: red"
+    return css
+
+
+def style(df: pd.DataFrame, na_rep: str = "–", escape: str | None = "html") -> Styler:
+    """A Styler: best value per column in bold, deltas signed and coloured (green = better), NaN as '–'."""
+    styler = df.style.format(_fmt_value, na_rep=na_rep, escape=escape)
+    deltas = list(df.index[_delta_mask(df)])
+    if deltas:
+        styler = styler.format(_fmt_delta, na_rep=na_rep, subset=pd.IndexSlice[deltas, :])
+    styler = styler.format_index(escape=escape, axis=0).format_index(escape=escape, axis=1)
+    return styler.apply(_css, axis=None)
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _flat(df: pd.DataFrame, na_rep: str) -> pd.DataFrame:
+    """Strings as `style` shows them, one header row, the row index as leading columns."""
+    is_delta = _delta_mask(df)
+    cells = [
+        [na_rep if math.isnan(v) else (_fmt_delta(v) if is_delta[i] else _fmt_value(v)) for v in row]
+        for i, row in enumerate(df.to_numpy(dtype=float))
+    ]
+    names = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in df.columns]
+    flat = pd.DataFrame(cells, index=df.index, columns=names)
+    if flat.index.nlevels == 1 and flat.index.name is None:
+        flat.index.name = "method"
+    return flat.reset_index()
+
+
+def to_markdown(df: pd.DataFrame, caption: str | None = None, na_rep: str = "–") -> str:
+    flat = _flat(df, na_rep)
+    n_labels = df.index.nlevels
+    align = ["left"] * n_labels + ["right"] * (flat.shape[1] - n_labels)
+    body = flat.to_markdown(index=False, disable_numparse=True, colalign=align)
+    return (f"**{caption}**\n\n" if caption else "") + body + "\n"
+
+
+_LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIALS.get(char, char) for char in text)
+
+
+def to_latex(df: pd.DataFrame, caption: str | None = None) -> str:
+    styler = style(df, na_rep="--", escape="latex")
+    latex = styler.to_latex(caption=_latex_escape(caption) if caption else None, hrules=True,
+                            convert_css=True, multicol_align="c", position_float="centering")
+    return "% needs \\usepackage{booktabs} and \\usepackage{xcolor}\n" + latex
+
+
+def export(df: pd.DataFrame, stem: str | os.PathLike, caption: str | None = None) -> list[Path]:
+    """Write <stem>.csv, <stem>.md and <stem>.tex atomically; returns the three paths.
+
+    The caption defaults to the reported table's caption (df.attrs['caption']) when there is one.
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if caption is None:
+        caption = df.attrs.get("caption") or None
+    outputs = {
+        ".csv": df.to_csv(),
+        ".md": to_markdown(df, caption),
+        ".tex": to_latex(df, caption),
+    }
+    paths = []
+    for suffix, text in outputs.items():
+        path = stem.with_name(stem.name + suffix)
+        _atomic_write_text(path, text)
+        paths.append(path)
+    return paths
+
+
+__all__ = [
+    "COMPETITOR", "DELTA", "ENGINE_METRICS", "REPORTED", "REPRODUCED", "SOURCES",
+    "TableError", "compare", "dataset_name", "export", "metrics_table", "style", "to_latex", "to_markdown",
+]

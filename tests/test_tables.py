@@ -1,0 +1,144 @@
+"""reidlib.tables: engine metrics -> reported layout, reproduced-vs-reported comparison, styling, export."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reidlib import reported, tables
+from reidlib.tables import COMPETITOR, DELTA, REPORTED, REPRODUCED, TableError
+
+
+def test_metrics_table_converts_fractions_to_percent_in_reported_names():
+    df = tables.metrics_table({"QPM": {"rank1": 0.644, "mAP": 0.497, "epoch": 70}}, "occluded_duke")
+    assert list(df.columns) == [("Occluded-Duke", "Rank-1"), ("Occluded-Duke", "mAP")]
+    assert df.loc["QPM", ("Occluded-Duke", "Rank-1")] == pytest.approx(64.4)
+    assert df.loc["QPM", ("Occluded-Duke", "mAP")] == pytest.approx(49.7)
+
+
+def test_metrics_table_reads_cmc_curves_and_evaluation_objects():
+    cmc = np.linspace(0.5, 1.0, 50)
+    result = SimpleNamespace(cmc=cmc, mAP=0.25, mINP=0.1)
+    df = tables.metrics_table({"a": result, "b": {"cmc": cmc[:4], "map": 0.3}}, "Market-1501",
+                              metrics=["Rank-1", "Rank-5", "mAP", "mINP"])
+    assert df.loc["a"].tolist() == pytest.approx([50.0, 100 * cmc[4], 25.0, 10.0])
+    b = df.loc["b"]
+    assert b[("Market-1501", "Rank-1")] == pytest.approx(50.0)
+    assert math.isnan(b[("Market-1501", "Rank-5")]) and math.isnan(b[("Market-1501", "mINP")])
+
+
+def test_metrics_table_maps_cost_rows():
+    df = tables.metrics_table({"m": {"params (M)": 29.0, "inference ms / image": 470.0}}, "occluded_duke")
+    assert df.loc["m", ("Occluded-Duke", "Params (M)")] == 29.0
+    assert df.loc["m", ("Occluded-Duke", "Inference (s/img)")] == pytest.approx(0.47)
+
+
+@pytest.mark.parametrize(
+    "results,dataset,message",
+    [
+        ({"m": {"rank1": 64.4}}, "occluded_duke", "not a fraction"),
+        ({"m": {"loss": 1.0}}, "occluded_duke", "no known metric"),
+        ({"m": {"rank1": 0.5}}, "duke_occ", "unknown dataset"),
+        ({"m": 0.5}, "occluded_duke", "expected a dict"),
+    ],
+)
+def test_metrics_table_errors_say_what_to_pass(results, dataset, message):
+    with pytest.raises(TableError, match=message):
+        tables.metrics_table(results, dataset)
+
+
+def ablation_example():
+    """DPM Table 3 (Occluded-Duke) against two reproduced rows, one under another name."""
+    ours = pd.DataFrame(
+        [[70.0, 60.0], [65.0, 55.0], [1.0, 2.0]],
+        index=pd.Index(["dpm_full", "baseline", "extra"], name="method"),
+        columns=pd.MultiIndex.from_tuples([("Occluded-Duke", "Rank-1"), ("Occluded-Duke", "mAP")]),
+    )
+    return tables.compare(ours, reported.table("dpm", "Table 3"), mapping={"dpm_full": "+DPM+HR+HEM"})
+
+
+def test_compare_deltas_are_reproduced_minus_reported():
+    df = ablation_example()
+    delta = df.loc[("+DPM+HR+HEM", DELTA)]
+    assert delta[("Occluded-Duke", "Rank-1")] == pytest.approx(70.0 - 71.4)
+    assert delta[("Occluded-Duke", "mAP")] == pytest.approx(60.0 - 61.8)
+    assert math.isnan(delta[("Occluded-Duke", "Rank-5")])  # not reproduced: no delta
+    assert df.loc[("baseline", DELTA), ("Occluded-Duke", "Rank-1")] == pytest.approx(65.0 - 64.8)
+
+
+def test_compare_orders_rows_and_labels_sources():
+    df = ablation_example()
+    assert df.index.names == ["method", "source"]
+    assert list(df.index) == [
+        ("baseline", REPRODUCED), ("baseline", REPORTED), ("baseline", DELTA),
+        ("+DPM", REPORTED), ("+DPM+HR", REPORTED),
+        ("+DPM+HR+HEM", REPRODUCED), ("+DPM+HR+HEM", REPORTED), ("+DPM+HR+HEM", DELTA),
+        ("extra", REPRODUCED),
+    ]
+    assert list(df.columns) == list(reported.table("dpm", "Table 3").columns)
+
+
+def test_compare_marks_competitors_of_sota_tables_and_adds_new_columns():
+    ours = tables.metrics_table({"QPM": {"rank1": 0.6, "mAP": 0.4}}, "synthocc")
+    df = tables.compare(ours, reported.table("qpm", "Table I"))
+    sources = dict(zip(*(df.index.get_level_values(level) for level in ("method", "source")), strict=True))
+    assert sources["PCB"] == COMPETITOR and sources["QPM*"] == REPORTED
+    assert ("QPM", REPRODUCED) in df.index and ("QPM", DELTA) not in df.index  # other data set: no delta
+    assert ("SynthOcc", "Rank-1") in df.columns
+    assert df.loc[("QPM", REPRODUCED), ("SynthOcc", "Rank-1")] == pytest.approx(60.0)
+
+
+def test_compare_rejects_bad_inputs():
+    reported_df = reported.table("dpm", "Table 3")
+    ours = tables.metrics_table({"a": {"rank1": 0.5}, "b": {"rank1": 0.4}}, "occluded_duke")
+    with pytest.raises(TableError, match="not reproduced rows"):
+        tables.compare(ours, reported_df, mapping={"zzz": "+DPM"})
+    with pytest.raises(TableError, match="not reported rows"):
+        tables.compare(ours, reported_df, mapping={"a": "zzz"})
+    with pytest.raises(TableError, match="same reported row"):
+        tables.compare(ours, reported_df, mapping={"a": "+DPM", "b": "+DPM"})
+    with pytest.raises(TableError, match="metrics_table"):
+        tables.compare(pd.DataFrame({"Rank-1": [1.0]}), reported_df)
+
+
+def test_style_renders_html_with_bold_best_coloured_deltas_and_dashes():
+    html = tables.style(ablation_example()).to_html()
+    assert "font-weight: bold" in html and "color: red" in html and "–" in html
+    assert "71.4" in html and "-1.4" in html  # delta 70.0 - 71.4, signed
+
+
+def test_style_bolds_the_lowest_cost():
+    css = tables._css(reported.table("qpm", "Table VIII"))
+    assert css.loc["QPM", ("Occluded-Duke", "Params (M)")] == "font-weight: bold"  # 29.0M, lower is better
+    assert css.loc["QPM", ("Occluded-Duke", "Rank-1")] == "font-weight: bold"
+    assert css.loc["PGFA", ("Occluded-Duke", "Params (M)")] == ""
+
+
+def test_export_writes_csv_markdown_and_latex(tmp_path):
+    df = ablation_example()
+    paths = tables.export(df, tmp_path / "dpm" / "Table 3", caption="DPM Table 3 & ours")
+    assert [p.name for p in paths] == ["Table 3.csv", "Table 3.md", "Table 3.tex"]
+    written = sorted(p.name for p in (tmp_path / "dpm").iterdir())
+    assert written == sorted(p.name for p in paths)  # no temporary files left behind
+
+    back = pd.read_csv(paths[0], header=[0, 1], index_col=[0, 1])
+    pd.testing.assert_frame_equal(back, df, check_names=False)
+
+    markdown = paths[1].read_text()
+    assert markdown.startswith("**DPM Table 3 & ours**")
+    assert "| +DPM+HR+HEM | delta (reproduced - reported) |" in markdown.replace("  ", " ").replace("  ", " ")
+    assert "Occluded-Duke Rank-1" in markdown and "-1.4" in markdown and "–" in markdown
+
+    latex = paths[2].read_text()
+    assert "\\caption{DPM Table 3 \\& ours}" in latex
+    assert tables._latex_escape("a_b 100% {x}") == "a\\_b 100\\% \\{x\\}"
+    assert "\\bfseries 71.4" in latex and "\\color{red} -1.4" in latex and "--" in latex
+
+
+def test_export_caption_defaults_to_the_reported_caption(tmp_path):
+    paths = tables.export(reported.table("qpm", "Table IX"), tmp_path / "k")
+    assert "different values of K" in paths[1].read_text().splitlines()[0]
