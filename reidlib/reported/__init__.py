@@ -123,7 +123,7 @@ def table(paper: str, table_id: str) -> pd.DataFrame:
     """Rows = methods (paper order), columns = MultiIndex (dataset, metric), values as printed.
 
     `df.attrs` carries the table's metadata: paper, table_id, caption, kind, ours (names of the paper's own
-    method rows), groups ({method: group}), and notes.
+    method rows), groups and settings ({method: ...}), parameter (sweeps), protocol, labels, and notes.
     """
     key = paper_key(paper)
     spec = _find_table(key, table_id)
@@ -138,6 +138,10 @@ def table(paper: str, table_id: str) -> pd.DataFrame:
         "kind": spec["kind"],
         "ours": [row["method"] for row in spec["rows"] if row.get("ours")],
         "groups": {row["method"]: row["group"] for row in spec["rows"] if "group" in row},
+        "settings": {row["method"]: row["setting"] for row in spec["rows"] if "setting" in row},
+        "parameter": spec.get("parameter"),
+        "protocol": spec.get("protocol"),
+        "labels": dict(spec.get("labels") or {}),
         "notes": list(spec.get("notes", []))
         + [f"{r['method']}: {r['note']}" for r in spec["rows"] if "note" in r],
     }
