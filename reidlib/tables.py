@@ -47,6 +47,7 @@ ENGINE_METRICS: dict[str, tuple[str, float]] = {
     "train s / iter": ("Train (s/iter)", 1.0),
     "inference ms / image": ("Inference (s/img)", 1e-3),
     "fps": ("FPS", 1.0),
+    "inference_images_per_s": ("FPS", 1.0),  # reidlib.engine.inference.evaluate_model
 }
 CMC_RANKS = (1, 3, 5, 10, 20)  # ranks read off a `cmc` curve
 

@@ -14,8 +14,10 @@ from reidlib.tables import COMPETITOR, DELTA, REPORTED, REPRODUCED, TableError
 
 
 def test_metrics_table_converts_fractions_to_percent_in_reported_names():
-    df = tables.metrics_table({"QPM": {"rank1": 0.644, "mAP": 0.497, "epoch": 70}}, "occluded_duke")
-    assert list(df.columns) == [("Occluded-Duke", "Rank-1"), ("Occluded-Duke", "mAP")]
+    engine = {"rank1": 0.644, "mAP": 0.497, "epoch": 70, "inference_images_per_s": 213.9,
+              "num_valid_queries": 9}
+    df = tables.metrics_table({"QPM": engine}, "occluded_duke")
+    assert list(df.columns) == [("Occluded-Duke", m) for m in ("Rank-1", "mAP", "FPS")]
     assert df.loc["QPM", ("Occluded-Duke", "Rank-1")] == pytest.approx(64.4)
     assert df.loc["QPM", ("Occluded-Duke", "mAP")] == pytest.approx(49.7)
 
