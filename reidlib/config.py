@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -224,8 +224,96 @@ class DataConfig:
             raise ConfigError(f"data.on_corrupt={self.on_corrupt!r}; use 'error' or 'skip'")
 
 
+@dataclass
+class TrainConfig:
+    """Optimisation and schedule (defaults: BoT's Adam recipe, Luo et al. 2019) and run-time options.
+
+    The learning rate of epoch e (0-based) is lr * warmup(e) * decay(e):
+      warmup: linear from `warmup_factor` to 1 over `warmup_epochs` ("constant": `warmup_factor` flat)
+      decay:  multistep: gamma ** (number of milestones <= e)
+              cosine:    from 1 down to min_lr / lr over the epochs after warm-up
+    Per-module learning rates come from `method.param_groups(lr)`; every group follows the same factor.
+    """
+
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 3.5e-4
+    momentum: float = 0.9              # sgd only
+    nesterov: bool = False             # sgd only
+    betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw only
+    weight_decay: float = 5e-4
+    epochs: int = 120
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01        # lr multiplier at the first warm-up epoch
+    warmup_method: Literal["linear", "constant"] = "linear"
+    scheduler: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [40, 70])  # epochs (0-based) where lr *= gamma
+    gamma: float = 0.1
+    min_lr: float = 0.0                # cosine floor for the base lr (other groups scale alike)
+    eval_every: int = 0                # evaluate every N epochs during training (0: only at the end)
+    amp: bool = False                  # mixed precision; CUDA only, ignored on CPU
+    grad_clip: float | None = None     # max global L2 norm of the gradients (None: no clipping)
+    flip_test: bool = False            # final evaluation averages original and flipped embeddings
+    max_iters_per_epoch: int | None = None  # cap on iterations per epoch (demo budgets)
+    log_every: int = 20                # iterations per history record (print-only: not part of the run key)
+
+    def validate(self) -> None:
+        check_range("train.lr", self.lr, 0.0)
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr!r}; use a positive learning rate")
+        check_range("train.momentum", self.momentum, 0.0, 1.0)
+        for i, beta in enumerate(self.betas):
+            check_range(f"train.betas[{i}]", beta, 0.0, 1.0)
+        check_range("train.weight_decay", self.weight_decay, 0.0)
+        check_range("train.epochs", self.epochs, 1)
+        check_range("train.warmup_epochs", self.warmup_epochs, 0, self.epochs)
+        check_range("train.warmup_factor", self.warmup_factor, 0.0, 1.0)
+        if list(self.milestones) != sorted(self.milestones):
+            raise ConfigError(f"train.milestones={self.milestones!r}; list them in increasing order")
+        check_range("train.gamma", self.gamma, 0.0, 1.0)
+        check_range("train.min_lr", self.min_lr, 0.0, self.lr)
+        check_range("train.eval_every", self.eval_every, 0)
+        if self.grad_clip is not None:
+            check_range("train.grad_clip", self.grad_clip, 1e-12)
+        if self.max_iters_per_epoch is not None:
+            check_range("train.max_iters_per_epoch", self.max_iters_per_epoch, 1)
+        check_range("train.log_every", self.log_every, 1)
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas={self.betas!r}; give two values (beta1, beta2)")
+
+
+@dataclass
+class RunConfig:
+    """One training run: which method (and its config), on which data, with which schedule and seed.
+
+    `model` holds the method's own config fields (its `config_class`); `tag` is a free label shown in
+    `reidlib summary` and is not part of the run key.
+    """
+
+    method: str
+    model: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    tag: str = ""
+
+    @classmethod
+    def from_profile(cls, method: str, profile: str, overrides: dict | None = None) -> RunConfig:
+        """`reidlib/configs/<method>.yaml` for a profile; its sections hold RunConfig keys (model, data,
+        train, seed, tag) and `overrides` is merged on top."""
+        merged = profile_config(method, profile, overrides)
+        merged.setdefault("method", method)
+        return from_dict(cls, merged)
+
+    def to_yaml(self, path: str | Path) -> None:
+        save_yaml(self, path)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        return from_dict(cls, load_yaml(path))
+
+
 __all__ = [
-    "DataConfig",
+    "DataConfig", "TrainConfig", "RunConfig",
     "PROFILES", "ConfigError", "dataclass", "field", "deep_merge", "from_dict", "to_dict", "replace",
     "config_hash", "check_range", "check_profile", "load_yaml", "save_yaml", "packaged_config",
     "profile_config",

@@ -1,0 +1,299 @@
+"""Run folders: atomic writes, safe paths, run keys (config hashes), manifests and the table of runs.
+
+A training run lives in `<runs_dir>/cache/<method>/<key>/`:
+  config.yaml     the RunConfig
+  manifest.json   git SHA + dirty flag, package versions, device, threads, seed, start time (+ resumes)
+  last.pt         checkpoint after every epoch (model, optimiser, scheduler, scaler, RNG, history)
+  history.jsonl   one JSON object per log window, epoch and evaluation
+  model.pt        final weights + the constructor arguments `Run.load_model` needs
+  metrics.json    final metrics, timings and `"finished": true` (written last: its presence marks a
+                  finished run)
+Every file is written atomically (temporary file in the same folder + os.replace), so a crash never
+leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from reidlib.config import config_hash, to_dict
+
+# Bump when the engine changes what a given config trains to: every cached run key changes with it.
+KEY_VERSION = 1
+# Fields that change only what is printed, never the trained model or its metrics.
+_COSMETIC_TRAIN_FIELDS = ("log_every",)
+SYNTHOCC_META = "synthocc.json"
+# synthocc.json entries that describe where/when a set was written, not what it contains.
+_SYNTHOCC_VOLATILE = ("created", "created_at", "root", "out_dir", "path", "elapsed_s")
+MANIFEST_PACKAGES = ("torch", "torchvision", "timm", "numpy", "reidlib")
+
+
+class UnsafePathError(ValueError):
+    """A path built from user input would land outside the folder it must stay in."""
+
+
+# ----------------------------------------------------------------------------------------- paths
+def safe_path(base: str | os.PathLike, *parts: str | os.PathLike) -> Path:
+    """`base / parts...`, refusing any result outside `base` (`..` climbing out, absolute parts).
+
+    The check is lexical (no symlink resolution), so a `runs/` that is itself a symlink to a larger
+    disk keeps working while names taken from configs cannot climb out of it.
+    """
+    root = os.path.normpath(os.path.abspath(os.fspath(base)))
+    for part in parts:
+        text = os.fspath(part)
+        if not text or os.path.isabs(text):
+            raise UnsafePathError(f"path part {text!r} under {root} must be a non-empty relative name")
+    target = os.path.normpath(os.path.join(root, *map(os.fspath, parts)))
+    if os.path.commonpath([root, target]) != root:
+        raise UnsafePathError(
+            f"{os.path.join(*map(os.fspath, parts))!r} escapes {root}; use names without '..'"
+        )
+    return Path(target)
+
+
+# -------------------------------------------------------------------------------- atomic writes
+def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write through `write(fh)` into a temporary sibling, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return _atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(to_dict(obj), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_yaml(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: list[dict]) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import torch
+
+    return _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """The JSON object in `path`, or None when the file does not exist."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    try:
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Exclusive lock on a run folder, so two notebooks executed in parallel that ask for the same run
+    train it once: the second waits, then finds it finished. No-op where fcntl is missing."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(folder / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------- identity/keys
+def _records_digest(dataset: Any) -> str:
+    """Hash of every split's (path relative to root, pid, camid): changes when images are added,
+    removed or relabelled."""
+    h = hashlib.sha256()
+    root = os.path.abspath(dataset.root)
+    for split in ("train", "query", "gallery"):
+        h.update(f"[{split}]".encode())
+        for r in getattr(dataset, split):
+            rel = os.path.relpath(os.path.abspath(r.path), root)
+            h.update(f"{rel}\t{r.pid}\t{r.camid}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def data_identity(dataset: Any) -> dict:
+    """What a run's data *is*, independent of where it was opened from.
+
+    SynthOcc (a root holding `synthocc.json`): the generator's parameters from that file, minus
+    where/when it was written, so the same generated set gives the same key on every machine.
+    A real data set: its name, its resolved root and a digest of its record lists (relative path, pid,
+    camid), so moving a data set keeps nothing stale and editing it starts new runs.
+    """
+    meta = Path(dataset.root) / SYNTHOCC_META
+    if meta.is_file():
+        params = json.loads(meta.read_text())
+        params = {k: v for k, v in params.items() if k not in _SYNTHOCC_VOLATILE}
+        return {"name": dataset.name, "synthocc": params}
+    return {"name": dataset.name, "root": str(Path(dataset.root).resolve()),
+            "records": _records_digest(dataset)}
+
+
+def key_payload(cfg: Any, data_identity: dict, model_config: dict | None = None) -> dict:
+    """Everything that determines a run's result: resolved method config, data config (its `root` is
+    replaced by the data identity), training schedule (minus print-only fields) and seed. The `tag`
+    and progress settings are left out."""
+    data = {k: v for k, v in to_dict(cfg.data).items() if k != "root"}
+    train = {k: v for k, v in to_dict(cfg.train).items() if k not in _COSMETIC_TRAIN_FIELDS}
+    return {
+        "key_version": KEY_VERSION,
+        "method": cfg.method,
+        "model": to_dict(model_config if model_config is not None else cfg.model),
+        "data": data,
+        "data_identity": data_identity,
+        "train": train,
+        "seed": cfg.seed,
+    }
+
+
+def run_key(cfg: Any, data_identity: dict, model_config: dict | None = None) -> str:
+    """12-hex-digit key of a RunConfig on a given data set (see `key_payload`). Pass `model_config`
+    with the method's defaults filled in so `{}` and `{lr_mult: <default>}` share a key."""
+    return config_hash(key_payload(cfg, data_identity, model_config))
+
+
+def run_dir(runs_dir: str | os.PathLike, method: str, key: str) -> Path:
+    return safe_path(runs_dir, "cache", method, key)
+
+
+# ------------------------------------------------------------------------------------- manifest
+def _git_state() -> dict:
+    """SHA and dirty flag of the checkout reidlib is imported from (None outside a git checkout)."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                 timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    sha = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if sha else None
+    return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
+
+
+def package_versions(names: tuple[str, ...] = MANIFEST_PACKAGES) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def manifest(seed: int | None = None, device: str | None = None, **extra: Any) -> dict:
+    """Where and with what a run was produced: git state, package versions, device, thread count,
+    seed, start time (UTC, ISO 8601); `extra` entries are added as given."""
+    import torch
+
+    return {
+        **_git_state(),
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device,
+        "cuda_device": (torch.cuda.get_device_name(torch.device(device))
+                        if device and device.startswith("cuda") else None),
+        "threads": torch.get_num_threads(),
+        "seed": seed,
+        "start_time": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+# ------------------------------------------------------------------------------------ run table
+def run_status(folder: str | os.PathLike) -> str:
+    """finished (metrics.json says so), interrupted (a checkpoint, no final metrics) or started."""
+    folder = Path(folder)
+    metrics = read_json(folder / "metrics.json")
+    if metrics and metrics.get("finished"):
+        return "finished"
+    if (folder / "last.pt").is_file():
+        return "interrupted"
+    return "started"
+
+
+def list_runs(runs_dir: str | os.PathLike = "runs") -> Any:
+    """A pandas DataFrame with one row per run folder under `<runs_dir>/cache`: method, key, tag,
+    status, dataset, epochs, seed, every final metric and the folder path."""
+    import pandas as pd
+
+    rows = []
+    cache = Path(runs_dir) / "cache"
+    for folder in sorted(cache.glob("*/*/")) if cache.is_dir() else []:
+        config_file = folder / "config.yaml"
+        if not config_file.is_file():
+            continue
+        cfg = yaml.safe_load(config_file.read_text()) or {}
+        metrics = read_json(folder / "metrics.json") or {}
+        rows.append({
+            "method": cfg.get("method", folder.parent.name),
+            "key": folder.name,
+            "tag": cfg.get("tag", ""),
+            "status": run_status(folder),
+            "dataset": (cfg.get("data") or {}).get("dataset"),
+            "epochs": (cfg.get("train") or {}).get("epochs"),
+            "seed": cfg.get("seed"),
+            **{k: v for k, v in metrics.items() if k != "finished" and not isinstance(v, dict | list)},
+            "path": str(folder),
+        })
+    columns = ["method", "key", "tag", "status", "dataset", "epochs", "seed"]
+    return pd.DataFrame(rows, columns=None if rows else columns + ["path"])
+
+
+__all__ = [
+    "KEY_VERSION", "UnsafePathError", "safe_path", "atomic_write_bytes", "atomic_write_text",
+    "atomic_write_json", "atomic_write_yaml", "atomic_write_jsonl", "atomic_torch_save", "read_json",
+    "read_jsonl", "run_lock", "data_identity", "key_payload", "run_key", "run_dir", "package_versions",
+    "manifest", "run_status", "list_runs",
+]
