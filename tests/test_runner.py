@@ -1,0 +1,73 @@
+"""The papermill batch runner: failure isolation, timeouts, exit codes, the summary table."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from reidlib import runner
+
+pytestmark = pytest.mark.slow
+
+
+def _notebook(path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('profile = "demo"\nout_dir = "runs"\ndataset = None\ndata_root = None')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+SIDECAR = """
+import json, pathlib
+d = pathlib.Path(out_dir) / "results" / profile / "good"
+d.mkdir(parents=True, exist_ok=True)
+(d / "metrics.json").write_text(json.dumps({"headline": {"mAP": 0.5, "rank1": 0.75}}))
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_good.ipynb", SIDECAR)
+    _notebook(nbs / "02_bad.ipynb", "raise RuntimeError('boom in the notebook')")
+    _notebook(nbs / "03_slow.ipynb", "import time; time.sleep(60)")
+    return tmp_path
+
+
+def test_discover_selects_by_number_and_name(project):
+    assert [p.stem for p in runner.discover(["02", "good"], project)] == ["02_bad", "01_good"]
+    with pytest.raises(ValueError, match="no notebook matches 'nope'; known: 01_good, 02_bad, 03_slow"):
+        runner.discover(["nope"], project)
+
+
+def test_failure_is_isolated_and_timeout_recorded(project, capsys):
+    out = project / "runs"
+    code = runner.reproduce(profile="ci", jobs=2, timeout=15, out_dir=out, root=project)
+    assert code == 1  # not all passed
+    status = {p.name.split(".")[0]: json.loads(p.read_text())
+              for p in (out / "notebooks" / "ci").glob("*.status.json")}
+    assert status["01_good"]["status"] == "passed"
+    assert status["01_good"]["metrics"]["headline"] == {"mAP": 0.5, "rank1": 0.75}
+    assert status["02_bad"]["status"] == "failed" and "boom in the notebook" in status["02_bad"]["error"]
+    assert status["03_slow"]["status"] == "timeout"
+    table = runner.summary_table(out)
+    assert list(table.notebook) == ["01_good", "02_bad", "03_slow"]
+    assert table.set_index("notebook").loc["01_good", "mAP"] == 0.5
+    assert (out / "summary.md").is_file() and (out / "notebooks" / "ci" / "01_good.ipynb").is_file()
+
+
+def test_all_passing_exit_code_zero(project):
+    code = runner.reproduce(papers=["good"], profile="ci", out_dir=project / "runs", root=project)
+    assert code == 0
+
+
+def test_bad_arguments_are_clear(project):
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        runner.reproduce(profile="huge", root=project)
+    with pytest.raises(ValueError, match="--jobs must be at least 1"):
+        runner.reproduce(jobs=0, root=project)
