@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -165,7 +166,9 @@ def read_state_dict(path: str | os.PathLike, sha256: str | None = None) -> dict[
         return load_file(str(path), device="cpu")
     if _is_torchscript(path):
         # OpenAI's CLIP release; open_clip's loader reads it the same way (jit.load, then state_dict).
-        sd = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        with warnings.catch_warnings():  # torch>=2.9 flags TorchScript as deprecated; the file format stays
+            warnings.simplefilter("ignore", FutureWarning)
+            sd = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         for meta in ("input_resolution", "context_length", "vocab_size"):
             sd.pop(meta, None)
         return sd
