@@ -1,0 +1,105 @@
+"""Feature extraction and evaluation with a method's own matching rule (`method.distance`)."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from reidlib.config import DataConfig
+from reidlib.methods.base import Embedding
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def wants_masks(method: nn.Module | type, hook: str = "embed") -> bool:
+    """True when `method.<hook>` takes a `masks` argument (it then receives the batch's part masks)."""
+    return "masks" in inspect.signature(getattr(method, hook)).parameters
+
+
+def _average(a: Embedding, b: Embedding) -> Embedding:
+    """Mean of two embeddings' floating-point tensors; non-float extras (indices, flags) come from `a`."""
+    def mean(x: Tensor | None, y: Tensor | None) -> Tensor | None:
+        if x is None or not torch.is_floating_point(x):
+            return x
+        return (x + y) / 2
+
+    return Embedding(global_feat=mean(a.global_feat, b.global_feat), parts=mean(a.parts, b.parts),
+                     weights=mean(a.weights, b.weights),
+                     extras={k: mean(v, b.extras[k]) for k, v in a.extras.items()})
+
+
+@torch.no_grad()
+def extract(model: nn.Module, loader: Iterable[dict], flip: bool = False,
+            device: torch.device | str | None = None) -> tuple[Embedding, np.ndarray, np.ndarray]:
+    """Embed every batch of `loader` in eval mode: (Embedding on the CPU, pids [N], camids [N]).
+
+    flip: the embedding is the mean of the image's and its horizontal mirror's embeddings (every
+    floating-point field: global, parts, weights, float extras), the usual ReID test-time
+    augmentation. Part order is unaffected: parts are horizontal stripes or semantic regions, and a
+    method whose parts have a left/right side must handle that inside `embed`.
+    Masks are passed to `embed(..., masks=)` when it accepts them and the batch has them (flipped
+    alongside the image).
+    """
+    device = torch.device(device) if device is not None else _device_of(model)
+    was_training = model.training
+    model.eval()
+    use_masks = wants_masks(model)
+    embeddings, pids, camids = [], [], []
+    try:
+        for batch in loader:
+            images = batch["image"].to(device, non_blocking=True)  # [B, 3, H, W]
+            cams = batch["camid"].to(device, non_blocking=True)
+            masks = batch["mask"].to(device) if use_masks and "mask" in batch else None
+            kwargs = {"masks": masks} if masks is not None else {}
+            emb = model.embed(images, cams, **kwargs)
+            if flip:
+                flipped = {"masks": masks.flip(-1)} if masks is not None else {}
+                emb = _average(emb, model.embed(images.flip(-1), cams, **flipped))
+            embeddings.append(emb.map(lambda t: t.detach().cpu()))
+            pids.append(batch["pid"].cpu().numpy())
+            camids.append(batch["camid"].cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not embeddings:
+        raise ValueError("extract(): the loader yielded no batches (empty query or gallery split?)")
+    return Embedding.cat(embeddings), np.concatenate(pids), np.concatenate(camids)
+
+
+def evaluate_model(model: nn.Module, dataset, data_cfg: DataConfig, flip: bool = False,
+                   device: torch.device | str | None = None, max_rank: int = 50) -> dict[str, float]:
+    """Query-vs-gallery evaluation of `model` on `dataset` with `model.distance`.
+
+    Returns fractions (as `EvaluationResult.as_dict`): mAP, rank1, rank5, rank10, mINP; plus
+    `inference_images_per_s` (query + gallery images over the extraction time) and
+    `num_valid_queries`. Test loaders come from `build_test_loader(records, data_cfg)` (with part masks
+    when the method's `embed` takes them).
+    """
+    from reidlib.data.loader import build_test_loader
+    from reidlib.evaluation import evaluate
+
+    device = torch.device(device) if device is not None else _device_of(model)
+    with_masks = wants_masks(model) and data_cfg.masks is not None
+    loaders = [build_test_loader(records, data_cfg, root=dataset.root, with_masks=with_masks)
+               for records in (dataset.query, dataset.gallery)]
+    start = time.perf_counter()
+    (q_emb, q_pids, q_cams), (g_emb, g_pids, g_cams) = [extract(model, loader, flip, device)
+                                                          for loader in loaders]
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        distmat = model.distance(q_emb.to(device), g_emb.to(device))  # [Q, G]
+    result = evaluate(distmat.float().cpu().numpy(), q_pids, g_pids, q_cams, g_cams, max_rank=max_rank)
+    images = len(q_pids) + len(g_pids)
+    return {**result.as_dict(), "num_valid_queries": result.num_valid_queries,
+            "inference_images_per_s": images / max(seconds, 1e-9)}
+
+
+__all__ = ["extract", "evaluate_model", "wants_masks"]

@@ -1,0 +1,221 @@
+"""Training engine: schedule, caching, exact resume, NaN stop, train_step hook, seeding, progress output,
+feature extraction. Runs use the tiny method and data set of tests/tiny_method.py (~1 s each)."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+from tiny_method import TinyMethod, TwoStepMethod, state_dicts_equal, tiny_config, write_tiny_dataset
+
+from reidlib import runs
+from reidlib.config import TrainConfig
+from reidlib.engine import LRFactor, NonFiniteLossError, build_optimizer, evaluate_model, extract, train
+from reidlib.engine.progress import resolve_mode
+from reidlib.seed import get_rng_state, preserved_rng, seed_everything, set_rng_state
+
+METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture(scope="module")
+def baseline(dataset, tmp_path_factory):
+    """An uninterrupted 3-epoch run (mid-training evaluation after every epoch)."""
+    return train(tiny_config(eval_every=1), tmp_path_factory.mktemp("runs"), dataset=dataset, progress="off")
+
+
+def weights(run) -> dict:
+    return torch.load(run.path / "model.pt", weights_only=True)["state_dict"]
+
+
+# ----------------------------------------------------------------------------------- schedule
+def test_linear_warmup_then_multistep():
+    cfg = TrainConfig(epochs=120, warmup_epochs=10, warmup_factor=0.01, milestones=[40, 70])
+    f = LRFactor.from_config(cfg)
+    assert f(0) == pytest.approx(0.01) and f(5) == pytest.approx(0.505) and f(10) == 1.0  # BoT's warm-up
+    assert f(39) == 1.0 and f(40) == pytest.approx(0.1) and f(70) == pytest.approx(0.01)
+
+
+def test_cosine_decays_to_min_lr_after_warmup_and_constant_warmup():
+    cfg = TrainConfig(lr=1e-2, epochs=12, warmup_epochs=2, warmup_method="constant", warmup_factor=0.1,
+                      scheduler="cosine", min_lr=1e-4)
+    f = LRFactor.from_config(cfg)
+    assert f(0) == f(1) == pytest.approx(0.1)
+    assert f(2) == 1.0 and f(7) == pytest.approx(0.01 + 0.99 * 0.5) and f(12) == pytest.approx(0.01)
+
+
+def test_optimizers_follow_method_param_groups():
+    method = TinyMethod(TinyMethod.config_class(), num_classes=3)
+    method.param_groups = lambda lr: [{"params": list(method.features.parameters()), "lr": lr},
+                                      {"params": list(method.classifier.parameters()), "lr": 10 * lr}]
+    sgd = build_optimizer(method, TrainConfig(optimizer="sgd", lr=0.1, nesterov=True, weight_decay=0.0))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
+    assert [g["lr"] for g in sgd.param_groups] == [0.1, pytest.approx(1.0)]
+    adamw = build_optimizer(method, TrainConfig(optimizer="adamw", betas=(0.8, 0.9)))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.9)
+
+
+# ------------------------------------------------------------------------------- run contents
+def test_run_folder_holds_everything(baseline):
+    files = {p.name for p in baseline.path.iterdir()}
+    assert {"config.yaml", "manifest.json", "last.pt", "history.jsonl", "model.pt", "metrics.json"} <= files
+    assert not [name for name in files if name.endswith(".tmp")]
+    m = baseline.metrics
+    assert m["finished"] is True and m["epochs"] == 3
+    assert all(0.0 <= m[k] <= 1.0 for k in METRICS)
+    assert m["train_images_per_s"] > 0 and m["inference_images_per_s"] > 0 and m["wall_time_s"] > 0
+    kinds = [r["kind"] for r in baseline.history]
+    assert kinds.count("epoch") == 3 and kinds.count("eval") == 3 and "iter" in kinds  # 2 periodic + final
+    epoch1 = next(r for r in baseline.history if r["kind"] == "epoch")
+    assert set(epoch1["terms"]) == {"ce", "l2"}
+    assert epoch1["loss"] == pytest.approx(sum(epoch1["terms"].values()))
+    assert runs.read_json(baseline.path / "manifest.json")["seed"] == 3
+    assert baseline.path.parent.name == "tiny" and baseline.path.name == baseline.key
+
+
+def test_lr_follows_the_schedule_in_history(baseline):
+    lrs = [r["lr"] for r in baseline.history if r["kind"] == "epoch"]
+    assert lrs == pytest.approx([0.05 * 0.01, 0.05, 0.05 * 0.1])  # warm-up: epoch 0; milestone: epoch 2
+
+
+def test_load_model_returns_trained_weights(baseline, dataset):
+    model = baseline.load_model()
+    assert isinstance(model, TinyMethod) and not model.training
+    assert state_dicts_equal(model.state_dict(), weights(baseline))
+    again = evaluate_model(model, dataset, baseline.config.data, flip=False)
+    assert {k: again[k] for k in METRICS} == {k: baseline.metrics[k] for k in METRICS}
+
+
+# ------------------------------------------------------------------------------- cache, resume
+def test_finished_run_is_reused_and_retrain_trains_again(baseline, dataset):
+    calls, mtime = TinyMethod.forward_calls, (baseline.path / "model.pt").stat().st_mtime_ns
+    trained = weights(baseline)
+    runs_dir = baseline.path.parents[2]
+    again = train(baseline.config, runs_dir, dataset=dataset, progress="off")
+    assert again.reused and again.key == baseline.key and again.metrics == baseline.metrics
+    assert TinyMethod.forward_calls == calls and (baseline.path / "model.pt").stat().st_mtime_ns == mtime
+
+    fresh = train(baseline.config, runs_dir, dataset=dataset, progress="off", retrain=True)
+    assert not fresh.reused and TinyMethod.forward_calls > calls
+    assert (baseline.path / "model.pt").stat().st_mtime_ns != mtime
+    assert len(runs.read_json(baseline.path / "manifest.json")["resumes"]) == 0  # started afresh
+    assert state_dicts_equal(weights(fresh), trained) and fresh.metrics["mAP"] == baseline.metrics["mAP"]
+
+
+def test_interrupted_run_resumes_to_the_same_numbers(baseline, dataset, tmp_path):
+    def stop_after_first_epoch(epoch, record):
+        if epoch == 1:
+            raise Interrupt
+
+    cfg = tiny_config(eval_every=1)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path, dataset=dataset, progress="off", callbacks=[stop_after_first_epoch])
+    path = runs.run_dir(tmp_path, "tiny", baseline.key)
+    assert runs.run_status(path) == "interrupted"
+    assert [r["epoch"] for r in runs.read_jsonl(path / "history.jsonl") if r["kind"] == "epoch"] == [1]
+
+    resumed = train(cfg, tmp_path, dataset=dataset, progress="off")
+    assert resumed.key == baseline.key and not resumed.reused
+    assert state_dicts_equal(weights(resumed), weights(baseline))  # bit-exact
+    assert {k: resumed.metrics[k] for k in METRICS} == {k: baseline.metrics[k] for k in METRICS}
+    timings = ("images_per_s", "time_s", "inference_images_per_s")
+
+    def untimed(history):
+        return [{k: v for k, v in r.items() if k not in timings} for r in history]
+
+    assert untimed(resumed.history) == untimed(baseline.history)
+    assert len(runs.read_json(path / "manifest.json")["resumes"]) == 1
+
+
+def test_seed_determinism_and_evaluation_leaves_training_untouched(baseline, dataset, tmp_path):
+    """Same seed: same weights, although this run never evaluates mid-training; another seed differs."""
+    same = train(tiny_config(eval_every=0), tmp_path, dataset=dataset, progress="off")
+    assert same.key != baseline.key  # eval_every is part of the key (it changes the history)
+    assert state_dicts_equal(weights(same), weights(baseline))
+    other = tiny_config(eval_every=0)
+    other.seed = 4
+    assert not state_dicts_equal(weights(train(other, tmp_path, dataset=dataset, progress="off")),
+                                 weights(baseline))
+
+
+# ------------------------------------------------------------------------------- step variants
+def test_non_finite_loss_stops_naming_epoch_step_and_term(dataset, tmp_path):
+    cfg = tiny_config(model={"poison_step": 4, "poison_term": "l2"})  # epoch 1 has 3 steps
+    with pytest.raises(NonFiniteLossError, match=r"loss term 'l2' is nan at epoch 2/3, step 1/\d+\. Lower"):
+        train(cfg, tmp_path, dataset=dataset, progress="off")
+    path = next((tmp_path / "cache" / "tiny").iterdir())
+    assert runs.run_status(path) == "interrupted"  # epoch 1's checkpoint is kept, nothing looks finished
+
+
+def test_method_train_step_replaces_the_default_step(dataset, tmp_path):
+    before = TwoStepMethod.step_calls
+    run = train(tiny_config("tiny_two_step", epochs=2, max_iters_per_epoch=2, amp=True, grad_clip=1.0),
+                tmp_path, dataset=dataset, progress="off")
+    assert TwoStepMethod.step_calls - before == 4  # 2 epochs x 2 capped iterations
+    assert run.metrics["iterations"] == 4 and set(run.history[0]["terms"]) == {"ce", "l2"}
+
+
+# ------------------------------------------------------------------------------------ seeding
+def test_seed_everything_and_rng_state_round_trip():
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    seed_everything(11)
+    first = draws()
+    seed_everything(11)
+    state = get_rng_state()
+    assert draws() == first
+    set_rng_state(state)
+    with preserved_rng():
+        draws()
+    assert draws() == first
+
+
+# ----------------------------------------------------------------------------------- progress
+def test_line_progress_prints_one_line_per_epoch(dataset, tmp_path, capsys):
+    train(tiny_config(epochs=2, max_iters_per_epoch=1), tmp_path, dataset=dataset, progress="lines")
+    lines = capsys.readouterr().out.strip().splitlines()
+    number = r"[-+.\deE]+"
+    for epoch, line in zip((1, 2), lines[:2], strict=True):
+        pattern = rf"epoch {epoch}/2 loss {number} \(ce {number}, l2 {number}\) lr {number} \d+ img/s"
+        assert re.fullmatch(pattern, line), line
+    assert re.fullmatch(r"eval after epoch 2: mAP [\d.]+%, rank1 [\d.]+%, mINP [\d.]+%", lines[2])
+    assert len(lines) == 3
+
+
+def test_progress_mode_resolution(monkeypatch):
+    monkeypatch.delenv("REIDLIB_PROGRESS", raising=False)
+    monkeypatch.setenv("CI", "true")
+    assert resolve_mode("auto") == "lines" and resolve_mode(False) == "off" and resolve_mode("bars") == "bars"
+    monkeypatch.setenv("REIDLIB_PROGRESS", "off")
+    assert resolve_mode("auto") == "off"
+    with pytest.raises(ValueError, match="progress="):
+        resolve_mode("loud")
+
+
+# --------------------------------------------------------------------------------- extraction
+def test_flip_extraction_averages_original_and_mirrored(baseline, dataset):
+    from reidlib.data.loader import build_test_loader
+
+    model = baseline.load_model()
+    loader = build_test_loader(dataset.query, baseline.config.data)
+    plain, pids, camids = extract(model, loader)
+    flipped, _, _ = extract(model, loader, flip=True)
+    images = torch.cat([b["image"] for b in loader])
+    expected = (model.embed(images).global_feat + model.embed(images.flip(-1)).global_feat) / 2
+    assert torch.allclose(flipped.global_feat, expected, atol=1e-6)
+    assert torch.allclose(plain.global_feat, model.embed(images).global_feat, atol=1e-6)
+    assert pids.tolist() == [r.pid for r in dataset.query] and set(camids.tolist()) == {0}
+    assert not math.isclose(float(plain.global_feat.sum()), float(flipped.global_feat.sum()))

@@ -1,0 +1,155 @@
+"""Test helpers for the engine: a tiny method implementing the ReIDMethod contract and a tiny image
+data set written to disk (6 training identities, 2 cameras, 32 x 16 pixel images)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from reidlib.config import DataConfig, RunConfig, TrainConfig
+from reidlib.data.records import Record, ReidDataset
+from reidlib.methods import METHODS, Embedding, ReIDMethod
+
+
+@dataclass
+class TinyConfig:
+    width: int = 8
+    dim: int = 16
+    l2_weight: float = 1e-3
+    poison_step: int = 0          # > 0: the `poison_term` loss is NaN from this training step on (1-based)
+    poison_term: str = "l2"
+
+
+class TinyMethod(ReIDMethod):
+    """conv-BN-ReLU x 2 -> global average pool -> linear classifier; losses: cross-entropy + a small L2."""
+
+    config_class = TinyConfig
+    forward_calls = 0  # counts training forwards across instances (cache-reuse tests)
+
+    def __init__(self, cfg: TinyConfig, num_classes: int, num_cameras: int = 1):
+        super().__init__()
+        self.cfg = cfg
+        self.features = nn.Sequential(
+            nn.Conv2d(3, cfg.width, 3, stride=2, padding=1), nn.BatchNorm2d(cfg.width), nn.ReLU(),
+            nn.Conv2d(cfg.width, cfg.dim, 3, stride=2, padding=1), nn.BatchNorm2d(cfg.dim), nn.ReLU(),
+        )
+        self.classifier = nn.Linear(cfg.dim, num_classes)
+        self.steps = 0
+
+    def _feat(self, images):
+        return self.features(images).mean((2, 3))  # [N, D]
+
+    def forward(self, images, camids=None):
+        TinyMethod.forward_calls += 1
+        self.steps += 1
+        feat = self._feat(images)
+        return {"feat": feat, "logits": self.classifier(feat)}
+
+    def loss(self, outputs, pids):
+        terms = {"ce": F.cross_entropy(outputs["logits"], pids),
+                 "l2": self.cfg.l2_weight * outputs["feat"].pow(2).mean()}
+        if self.cfg.poison_step and self.steps >= self.cfg.poison_step:
+            terms[self.cfg.poison_term] = terms[self.cfg.poison_term] * float("nan")
+        return terms
+
+    @torch.no_grad()
+    def embed(self, images, camids=None):
+        return Embedding(global_feat=self._feat(images))
+
+
+class TwoStepMethod(TinyMethod):
+    """Uses the `train_step` hook: two optimiser steps per batch (like DPM's two-step update)."""
+
+    step_calls = 0
+
+    def train_step(self, batch, optimizer, scaler, ctx):
+        TwoStepMethod.step_calls += 1
+        for _ in range(2):
+            with ctx.autocast():
+                terms = self.loss(ctx.forward(batch["image"], batch["camid"]), batch["pid"])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(sum(terms.values())).backward()
+            ctx.clip_grad(optimizer, scaler)
+            scaler.step(optimizer)
+            scaler.update()
+        return terms
+
+
+for _name, _cls in (("tiny", TinyMethod), ("tiny_two_step", TwoStepMethod)):
+    if _name not in METHODS:
+        METHODS.register(_name)(_cls)
+
+
+def write_tiny_dataset(root: str | Path, train_ids: int = 6, test_ids: int = 4, seed: int = 0) -> ReidDataset:
+    """Identity-coloured noisy images: train ids x 2 cameras x 2 images; query 1 image per test id
+    (camera 0), gallery 2 per test id (camera 1)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    colours = rng.uniform(0, 255, size=(train_ids + test_ids, 2, 3))
+
+    def image(pid: int, name: str) -> str:
+        top, bottom = colours[pid]
+        pixels = np.concatenate([np.broadcast_to(top, (16, 16, 3)), np.broadcast_to(bottom, (16, 16, 3))])
+        pixels = np.clip(pixels + rng.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+        return str(path)
+
+    train = [Record(image(pid, f"train/{pid}_{cam}_{i}.png"), pid, cam)
+             for pid in range(train_ids) for cam in range(2) for i in range(2)]
+    test_pids = range(train_ids, train_ids + test_ids)
+    query = [Record(image(pid, f"query/{pid}.png"), pid, 0) for pid in test_pids]
+    gallery = [Record(image(pid, f"gallery/{pid}_{i}.png"), pid, 1) for pid in test_pids for i in range(2)]
+    return ReidDataset("tiny", str(root), train, query, gallery)
+
+
+def tiny_config(method: str = "tiny", epochs: int = 3, model: dict | None = None, **train) -> RunConfig:
+    data = DataConfig(dataset="tiny", height=32, width=16, batch_p=3, batch_k=2, test_batch_size=8,
+                      pad=2, erasing_p=0.5)
+    schedule = {"optimizer": "sgd", "lr": 0.05, "epochs": epochs, "warmup_epochs": 1, "milestones": [2],
+                "log_every": 2, **train}
+    return RunConfig(method=method, model=model or {}, data=data, train=TrainConfig(**schedule), seed=3)
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def ddp_worker(rank: int, world_size: int, port: int, runs_dir: str, dataset: ReidDataset,
+               out_dir: str) -> None:
+    """One process of a gloo DDP job (torch.multiprocessing.spawn target): trains the tiny config and
+    saves its final in-memory weights and the files it wrote to `out_dir/rank<r>.pt`."""
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)  # two processes share the machine's cores
+    from reidlib import runs
+    from reidlib.engine import distributed, train
+
+    writes: list[str] = []
+    write = runs._atomic_write
+
+    def logged_write(path, writer):
+        writes.append(Path(path).name)
+        return write(path, writer)
+
+    runs._atomic_write = logged_write
+    final: dict = {}
+    sync = distributed.sync_buffers
+
+    def capture_after_sync(model, ctx):  # the engine's last collective before rank 0 saves
+        sync(model, ctx)
+        final.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    distributed.sync_buffers = capture_after_sync
+    run = train(tiny_config(epochs=2), runs_dir, dataset=dataset, progress="off", device="cpu")
+    torch.save({"state": final, "writes": writes, "key": run.key, "metrics": run.metrics},
+               Path(out_dir) / f"rank{rank}.pt")
