@@ -209,6 +209,11 @@ class DataConfig:
     color_jitter: float = 0.0          # brightness/contrast/saturation strength (0: off)
     masks: str | None = None           # human-parsing source: None, "parsing" (label PNGs) or "pifpaf"
     mask_grouping: str = "five"        # how labels / PifPaf fields group into K parts (reidlib.data.masks)
+    erase_masks: bool = True           # random erasing also marks the erased box as background in the masks
+    flip_swap_sides: bool = True       # a flip swaps left/right part channels (left_arm <-> right_arm)
+    # per-channel normalisation: ImageNet by default; CLIP (0.4815, 0.4578, 0.4082) / (0.2686, 0.2613, 0.2758)
+    norm_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    norm_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     on_corrupt: str = "error"          # unreadable image: "error" (stop, naming it) or "skip" (count it)
 
     def validate(self) -> None:
@@ -220,6 +225,18 @@ class DataConfig:
         check_range("data.workers", self.workers, 0)
         if self.masks not in (None, "parsing", "pifpaf"):
             raise ConfigError(f"data.masks={self.masks!r}; use null, 'parsing' or 'pifpaf'")
+        if self.masks is not None:
+            from reidlib.data.masks import get_grouping
+
+            try:
+                get_grouping(self.mask_grouping, self.masks)
+            except ValueError as exc:
+                raise ConfigError(f"data.mask_grouping: {exc}") from None
+        for name in ("norm_mean", "norm_std"):
+            if len(getattr(self, name)) != 3:
+                raise ConfigError(f"data.{name}={getattr(self, name)!r}; give one value per RGB channel")
+        for i, std in enumerate(self.norm_std):
+            check_range(f"data.norm_std[{i}]", std, 1e-6)
         if self.on_corrupt not in ("error", "skip"):
             raise ConfigError(f"data.on_corrupt={self.on_corrupt!r}; use 'error' or 'skip'")
 

@@ -1,0 +1,151 @@
+"""From a DataConfig to batches: the image data set, the P x K training loader and the test loader.
+
+A batch is a dict: `image` [B, 3, H, W] float32, `pid`, `camid`, `index` [B] int64, and `mask`
+[B, K+1, H, W] float32 (background first) when part masks are loaded.
+
+Reproducibility: call `loader.set_epoch(epoch)` at the start of each epoch. The P x K order is a
+function of (seed, epoch); augmentation draws from torch's RNG, which in worker processes is seeded
+from (seed, rank, epoch, worker id), and with `workers: 0` is the main process's RNG, which the caller
+seeds (and checkpoints, for a bit-exact resume).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from reidlib.config import ConfigError, DataConfig
+from reidlib.data.images import read_image
+from reidlib.data.masks import check_masks, get_grouping, load_part_masks, locate_mask
+from reidlib.data.records import Record, ReidDataset
+from reidlib.data.sampler import RandomIdentitySampler
+from reidlib.data.transforms import ReidTransform, build_transforms
+
+
+class ReidImageDataset(Dataset):
+    """Records -> dicts of tensors. `root` is the data set root under which `masks/<source>/` lives
+    (see `reidlib.data.masks`); it is only needed when masks are loaded."""
+
+    def __init__(self, records: Sequence[Record], transform: ReidTransform, mask_source: str | None = None,
+                 grouping: str = "five", root: str | Path | None = None):
+        self.records = list(records)
+        self.transform = transform
+        self.mask_source = mask_source
+        self.grouping = grouping
+        self.root = root
+        if mask_source is not None:
+            get_grouping(grouping, mask_source)  # fail now, not inside a worker
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        record = self.records[index]
+        image = read_image(record.path)
+        mask = None
+        if self.mask_source is not None:
+            path = locate_mask(record, self.root, self.mask_source)
+            mask = load_part_masks(path, self.mask_source, self.grouping)  # [K+1, h, w]
+        image, mask = self.transform(image, mask)
+        item = {
+            "image": image,                                          # [3, H, W]
+            "pid": torch.tensor(record.pid, dtype=torch.int64),
+            "camid": torch.tensor(record.camid, dtype=torch.int64),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+        if mask is not None:
+            item["mask"] = mask                                      # [K+1, H, W]
+        return item
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: torch is already seeded per worker (loader generator + worker id);
+    seed numpy and `random` from it too, so any augmentation library in a worker is reproducible."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _derived_seed(*keys: int) -> int:
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+class TrainLoader(DataLoader):
+    """A DataLoader whose `set_epoch(e)` fixes the P x K order and the workers' augmentation seeds as
+    functions of (seed, rank, e) alone: a resumed run replays the epochs an uninterrupted run sees, and
+    ranks draw different augmentations. Call it at the start of every epoch."""
+
+    def __init__(self, *args, seed: int, rank: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed, self.rank = seed, rank
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(_derived_seed(self.seed, self.rank, epoch))
+
+
+def build_train_loader(dataset: ReidDataset, cfg: DataConfig, seed: int, rank: int = 0,
+                       world_size: int = 1) -> TrainLoader:
+    """P x K batches of `dataset.train` with the training augmentations (one rank's share under DDP)."""
+    sampler = RandomIdentitySampler([r.pid for r in dataset.train], cfg.batch_p, cfg.batch_k, seed=seed,
+                                    num_replicas=world_size, rank=rank)
+    images = ReidImageDataset(dataset.train, build_transforms(cfg, train=True), cfg.masks,
+                              cfg.mask_grouping, root=dataset.root)
+    # Workers are restarted every epoch (not persistent) so that each epoch's worker seeds come from
+    # the generator as set_epoch left it.
+    return TrainLoader(
+        images, batch_size=cfg.batch_p * cfg.batch_k, sampler=sampler, drop_last=True,
+        num_workers=cfg.workers, worker_init_fn=seed_worker, generator=torch.Generator(),
+        seed=seed, rank=rank,
+    )
+
+
+def build_test_loader(records: Sequence[Record], cfg: DataConfig, root: str | Path | None = None,
+                      with_masks: bool = False) -> DataLoader:
+    """Records in their order, resized and normalised only; part masks too when `with_masks`
+    (then `root` is the data set root and cfg.masks the source)."""
+    if with_masks and cfg.masks is None:
+        raise ConfigError("test masks requested but data.masks is null; set it to 'parsing' or 'pifpaf'")
+    images = ReidImageDataset(records, build_transforms(cfg, train=False), cfg.masks if with_masks else None,
+                              cfg.mask_grouping, root=root)
+    return DataLoader(images, batch_size=cfg.test_batch_size, shuffle=False, drop_last=False,
+                      num_workers=cfg.workers, worker_init_fn=seed_worker)
+
+
+def load_from_config(cfg: DataConfig, mask_splits: Sequence[str] = ("train",)) -> ReidDataset:
+    """The data set a DataConfig names; SynthOcc is generated into its cache on first use.
+
+    With `cfg.masks` set, every record of `mask_splits` must have a mask file (checked up front:
+    MissingMasksError names the first missing path). Training is where the methods use masks;
+    pass ("train", "query", "gallery") when test-time masks are needed too.
+    """
+    from reidlib.data import load_dataset
+
+    if cfg.root is None:
+        if cfg.dataset != "synthocc":
+            raise ConfigError(f"data.root is not set: data set {cfg.dataset!r} is read from disk; set "
+                              f"data.root to its folder (`reidlib datasets list` shows the layouts), or use "
+                              f"data.dataset: synthocc, which is generated when data.root is null")
+        from reidlib.data import synthocc
+
+        root = synthocc.ensure(size=cfg.synth_size, seed=0)
+        dataset = load_dataset("synthocc", root, on_corrupt=cfg.on_corrupt, protocol=cfg.protocol)
+    else:
+        options = {"protocol": cfg.protocol} if cfg.dataset == "synthocc" else {}
+        dataset = load_dataset(cfg.dataset, cfg.root, on_corrupt=cfg.on_corrupt, **options)
+    if cfg.masks is not None:
+        for split in mask_splits:
+            check_masks(dataset.split(split), dataset.root, cfg.masks)
+    return dataset
+
+
+__all__ = [
+    "ReidImageDataset", "TrainLoader", "seed_worker", "build_train_loader", "build_test_loader",
+    "load_from_config",
+]
