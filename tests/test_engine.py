@@ -25,6 +25,16 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is ~10x faster than two on a busy 2-core machine. Every run of
+    this module uses the same count, as bit-exact comparisons require."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny_data"))
@@ -196,9 +206,17 @@ def test_line_progress_prints_one_line_per_epoch(dataset, tmp_path, capsys):
 
 
 def test_progress_mode_resolution(monkeypatch):
-    monkeypatch.delenv("REIDLIB_PROGRESS", raising=False)
-    monkeypatch.setenv("CI", "true")
-    assert resolve_mode("auto") == "lines" and resolve_mode(False) == "off" and resolve_mode("bars") == "bars"
+    for name in ("REIDLIB_PROGRESS", "REIDLIB_BATCH", "CI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    assert resolve_mode("auto") == "lines"  # no terminal, no notebook
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert resolve_mode("auto") == "bars"
+    for name in ("CI", "REIDLIB_BATCH"):  # batch jobs print lines even on a terminal
+        monkeypatch.setenv(name, "1")
+        assert resolve_mode("auto") == "lines"
+        monkeypatch.delenv(name)
+    assert resolve_mode(False) == "off" and resolve_mode("bars") == "bars"
     monkeypatch.setenv("REIDLIB_PROGRESS", "off")
     assert resolve_mode("auto") == "off"
     with pytest.raises(ValueError, match="progress="):

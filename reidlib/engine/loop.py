@@ -109,9 +109,11 @@ def resolved_model_config(cfg: RunConfig) -> dict:
     return to_dict(from_dict(config_class, cfg.model, where="model"))
 
 
-def build_kwargs(method_cls: type, dataset: Any) -> dict[str, int]:
-    """Data-dependent constructor arguments the method accepts: num_classes, num_cameras."""
-    offered = {"num_classes": dataset.num_train_pids, "num_cameras": dataset.num_train_cams}
+def build_kwargs(method_cls: type, dataset: Any, data_cfg: Any) -> dict[str, Any]:
+    """Data-dependent constructor arguments, those the method's __init__ accepts: num_classes,
+    num_cameras (training split) and image_size (height, width) for layers sized to the feature map."""
+    offered = {"num_classes": dataset.num_train_pids, "num_cameras": dataset.num_train_cams,
+               "image_size": (data_cfg.height, data_cfg.width)}
     params = inspect.signature(method_cls.__init__).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return offered
@@ -205,7 +207,7 @@ class _Trainer:
         # Rank 0 keeps the plain seed: its model init (broadcast to every rank by DDP) and its random
         # stream are those of a single-process run with this seed.
         seed_everything(cfg.seed + ctx.rank)
-        self.build_kwargs = build_kwargs(method_cls, dataset)
+        self.build_kwargs = build_kwargs(method_cls, dataset, cfg.data)
         self.model = methods.build(cfg.method, cfg.model, **self.build_kwargs).to(dev)
         self.optimizer = build_optimizer(self.model, self.tcfg)
         self.scheduler = build_scheduler(self.optimizer, self.tcfg)

@@ -2,8 +2,8 @@
 batch jobs (CI, papermill, logs).
 
 `progress` argument / REIDLIB_PROGRESS environment variable: "bars", "lines", "off" or "auto".
-"auto" picks lines when CI is set or no terminal/notebook front-end is attached. Papermill kernels
-look like interactive notebooks, so `reidlib reproduce` sets REIDLIB_PROGRESS=lines for them.
+"auto" picks lines when CI or REIDLIB_BATCH is set or no terminal/notebook front-end is attached.
+Papermill kernels look like interactive notebooks, so `reidlib reproduce` sets REIDLIB_BATCH=1 for them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ import sys
 from typing import TextIO
 
 MODES = ("auto", "bars", "lines", "off")
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _in_notebook_kernel() -> bool:
@@ -36,7 +40,7 @@ def resolve_mode(progress: str | bool | None = "auto") -> str:
             raise ValueError(f"REIDLIB_PROGRESS={mode!r}; use one of {list(MODES)}")
     if mode != "auto":
         return mode
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+    if any(_truthy(os.environ.get(name)) for name in ("CI", "REIDLIB_BATCH")):
         return "lines"
     if _in_notebook_kernel() or sys.stderr.isatty():
         return "bars"
