@@ -93,6 +93,7 @@ def test_run_folder_holds_everything(baseline):
     assert epoch1["loss"] == pytest.approx(sum(epoch1["terms"].values()))
     assert runs.read_json(baseline.path / "manifest.json")["seed"] == 3
     assert baseline.path.parent.name == "tiny" and baseline.path.name == baseline.key
+    assert repr(baseline).startswith(f"Run(method='tiny', key='{baseline.key}', status='finished', mAP=")
 
 
 def test_lr_follows_the_schedule_in_history(baseline):

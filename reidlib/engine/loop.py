@@ -55,6 +55,11 @@ class Run:
     history: list[dict] = field(default_factory=list)
     reused: bool = False
 
+    def __repr__(self) -> str:  # short: the history can hold thousands of records
+        shown = ", ".join(f"{k}={self.metrics[k]:.4f}" for k in ("mAP", "rank1") if k in self.metrics)
+        return (f"Run(method={self.config.method!r}, key={self.key!r}, status={self.status!r}"
+                f"{', ' + shown if shown else ''}, reused={self.reused}, path='{self.path}')")
+
     @property
     def status(self) -> str:
         return runs.run_status(self.path)
@@ -399,6 +404,7 @@ class _Trainer:
                 "wall_time_s": self._wall_time(),
                 "train_time_s": self.state.train_time,
                 "train_images_per_s": self.state.train_images / max(self.state.train_time, 1e-9),
+                "train_seconds_per_iter": self.state.train_time / max(self.state.iteration, 1),
                 "eval_time_s": eval_seconds,
                 "finished": True,
             }
