@@ -117,6 +117,11 @@ def test_vit_checkpoint_from_another_resolution_is_resized(tmp_path):
         build_backbone("vit_tiny_ci", depth=1, pretrained=tmp_path / "vit73.pth")
     ok = build_backbone("vit_tiny_ci", depth=1, pretrained=tmp_path / "vit73.pth", pretrained_grid=(7, 3))
     assert ok.load_report.complete
+    # the SIE table is ReID-specific: reported as new (random init), not as missing
+    with_sie = build_backbone(
+        "vit_tiny_ci", depth=1, num_cameras=2, pretrained=tmp_path / "vit73.pth", pretrained_grid=(7, 3)
+    )
+    assert with_sie.load_report.new == ["sie_embed"] and with_sie.load_report.complete
 
 
 def test_clip_checkpoint_position_embedding_resized(tmp_path):

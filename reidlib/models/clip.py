@@ -54,7 +54,7 @@ class CLIPBackbone(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, num_cameras: int = 0, sie_coef: float = 1.0, freeze_text: bool = True
+        self, model: nn.Module, num_cameras: int = 0, sie_coef: float = 3.0, freeze_text: bool = True
     ):
         super().__init__()
         import open_clip
@@ -65,6 +65,7 @@ class CLIPBackbone(nn.Module):
             raise ValueError("CLIPBackbone supports class-token ViT CLIP configs only")
         self.tokenizer = open_clip.get_tokenizer(TOKENIZER_NAME, context_length=model.context_length)
         self.width = visual.transformer.width  # Dv
+        self.feature_dim = self.width  # token width a method's head receives (uniform across kinds)
         self.embed_dim = visual.output_dim  # E
         self.num_heads = visual.transformer.resblocks[0].attn.num_heads
         self.num_blocks = len(visual.transformer.resblocks)
@@ -192,7 +193,7 @@ def build_clip(
     img_size: tuple[int, int] = (256, 128),
     quick_gelu: bool = True,
     num_cameras: int = 0,
-    sie_coef: float = 1.0,
+    sie_coef: float = 3.0,
     freeze_text: bool = True,
     pretrained: PretrainedSpec = None,
     sha256: str | None = None,

@@ -58,7 +58,7 @@ class ResNetBackbone(nn.Module):
                 for block in layer:
                     block.bn1 = IBN(block.bn1.num_features, ibn_ratio)
         self.stage_channels = [_block_out_channels(layer[-1]) for layer in self.layers]
-        self.out_channels = self.stage_channels[-1]
+        self.out_channels = self.feature_dim = self.stage_channels[-1]
         self.stride = _conv_stride(self.conv1) * _pool_stride(self.maxpool)
         for layer in self.layers:
             self.stride *= _block_stride(layer[0])
@@ -185,7 +185,7 @@ class HRNetBackbone(nn.Module):
             name, pretrained=False, features_only=True, feature_location="", out_indices=(1, 2, 3, 4)
         )
         self.stage_channels = list(self.body.feature_info.channels())
-        self.out_channels = sum(self.stage_channels)
+        self.out_channels = self.feature_dim = sum(self.stage_channels)
         self.stride = self.body.feature_info.reduction()[0]
 
     def forward_stages(self, x: Tensor) -> list[Tensor]:

@@ -124,6 +124,7 @@ class ReIDViT(nn.Module):
         self.patch_size, self.patch_stride = patch_size, stride
         self.patch_embed = OverlapPatchEmbed(img_size, patch_size, stride, in_chans, embed_dim)
         self.grid_size = self.patch_embed.grid_size
+        self.feature_dim = embed_dim  # what a method's head receives (uniform across backbone kinds)
         self.num_prefix_tokens = 1
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch_embed.num_patches, embed_dim))
@@ -239,7 +240,15 @@ class ReIDViT(nn.Module):
                 )
             return state
 
-        return load_pretrained(self, pretrained, expected, sha256, drop_prefixes=VIT_HEAD_KEYS, adapt=adapt)
+        return load_pretrained(
+            self,
+            pretrained,
+            expected,
+            sha256,
+            drop_prefixes=VIT_HEAD_KEYS,
+            adapt=adapt,
+            new_prefixes=("sie_embed",),
+        )
 
 
 def _square_grid(num_tokens: int) -> tuple[int, int]:

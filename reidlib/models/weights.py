@@ -50,6 +50,7 @@ class LoadReport:
     mismatched: list[str] = field(default_factory=list)  # same key, other shape: skipped
     dropped: list[str] = field(default_factory=list)  # file keys skipped on purpose (classifier heads)
     adapted: list[str] = field(default_factory=list)  # keys converted (e.g. position embeddings resized)
+    new: list[str] = field(default_factory=list)  # model keys no such checkpoint has (e.g. SIE): random init
 
     @property
     def complete(self) -> bool:
@@ -63,7 +64,7 @@ class LoadReport:
         return (
             f"{self.path}: loaded {self.loaded} tensors; missing {few(self.missing)}; "
             f"unexpected {few(self.unexpected)}; shape-mismatched {few(self.mismatched)}; "
-            f"dropped {few(self.dropped)}; adapted {few(self.adapted)}"
+            f"dropped {few(self.dropped)}; adapted {few(self.adapted)}; new (random init) {few(self.new)}"
         )
 
 
@@ -189,6 +190,7 @@ def load_pretrained(
     sha256: str | None = None,
     drop_prefixes: Iterable[str] = (),
     adapt: Callable[[dict[str, Tensor], LoadReport], dict[str, Tensor]] | None = None,
+    new_prefixes: Iterable[str] = (),
     strict: bool = False,
 ) -> LoadReport | None:
     """Load local weights into `model` (non-strict) and return a `LoadReport` (also logged).
@@ -196,6 +198,8 @@ def load_pretrained(
     expected:      file names / glob patterns to look for when `pretrained` is a directory or True
     drop_prefixes: file keys skipped on purpose (ImageNet classifier heads)
     adapt:         converts the state dict to the model's layout (renames, position-embedding resize)
+    new_prefixes:  model keys such checkpoints never hold (parts added for ReID, e.g. the SIE table):
+                   reported as `new`, not `missing`
     strict:        raise if any model key stays missing or any shape mismatches
     Returns None when `pretrained` asks for random init."""
     path = resolve_pretrained(pretrained, expected)
@@ -212,7 +216,9 @@ def load_pretrained(
     report.mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     state = {k: v for k, v in state.items() if k not in report.mismatched}
     result = model.load_state_dict(state, strict=False)
-    report.missing = sorted(result.missing_keys)
+    new = tuple(new_prefixes)
+    report.new = sorted(k for k in result.missing_keys if new and k.startswith(new))
+    report.missing = sorted(k for k in result.missing_keys if k not in report.new)
     report.unexpected = sorted(result.unexpected_keys)
     report.loaded = len(state) - len(report.unexpected)
     if strict and not report.complete:
