@@ -23,6 +23,7 @@ Where masks live (BPBreID's layout, `infer_masks_path`), `<root>` being the data
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,10 +260,19 @@ def with_background(parts: np.ndarray) -> np.ndarray:
     return np.concatenate([background, parts], axis=0).astype(np.float32)
 
 
-def group_label_map(labels: np.ndarray, grouping: str) -> np.ndarray:
-    """[h, w] integer labels -> [K+1, h, w] float32 one-hot per group, background first."""
+@functools.cache
+def _label_table(grouping: str) -> np.ndarray:
+    """[K, 256] float32: table[k, label] = 1 when part k contains `label` (one gather groups a map)."""
     g = get_grouping(grouping, "parsing")
-    parts = np.stack([np.isin(labels, group) for group in g.parsing]).astype(np.float32)  # [K, h, w]
+    table = np.zeros((g.num_parts, 256), dtype=np.float32)
+    for k, labels in enumerate(g.parsing):
+        table[k, list(labels)] = 1.0
+    return table
+
+
+def group_label_map(labels: np.ndarray, grouping: str) -> np.ndarray:
+    """[h, w] uint8 labels -> [K+1, h, w] float32 one-hot per group, background first."""
+    parts = np.ascontiguousarray(np.take(_label_table(grouping), labels, axis=1))  # [K, h, w]
     return with_background(parts)
 
 
