@@ -16,7 +16,12 @@ from reidlib.registry import Registry
 METHODS: Registry[type[ReIDMethod]] = Registry("method")
 
 # One module per method; extend when a paper lands.
-_MODULES: list[str] = []
+_MODULES: list[str] = [
+    "bot",
+    "pcb",
+    "vit_baseline",
+    "clip_baseline",
+]
 
 _loaded = False
 
