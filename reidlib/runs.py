@@ -159,21 +159,31 @@ def _records_digest(dataset: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def _synthocc_meta(root: Path) -> Path | None:
+    """`synthocc.json` of a SynthOcc set: in `root` itself or, for a protocol folder, its parent."""
+    for folder in (root, root.parent):
+        if (folder / SYNTHOCC_META).is_file():
+            return folder / SYNTHOCC_META
+    return None
+
+
 def data_identity(dataset: Any) -> dict:
     """What a run's data *is*, independent of where it was opened from.
 
-    SynthOcc (a root holding `synthocc.json`): the generator's parameters from that file, minus
-    where/when it was written, so the same generated set gives the same key on every machine.
+    SynthOcc (`synthocc.json` in the data root or, for a protocol folder, its parent): the generator's
+    parameters from that file, minus where/when it was written, plus the protocol folder used, so the
+    same generated set gives the same key on every machine.
     A real data set: its name, its resolved root and a digest of its record lists (relative path, pid,
-    camid), so moving a data set keeps nothing stale and editing it starts new runs.
+    camid), so moving a data set starts new runs and so does adding, removing or relabelling images.
     """
-    meta = Path(dataset.root) / SYNTHOCC_META
-    if meta.is_file():
+    root = Path(dataset.root)
+    meta = _synthocc_meta(root)
+    if meta is not None:
         params = json.loads(meta.read_text())
         params = {k: v for k, v in params.items() if k not in _SYNTHOCC_VOLATILE}
-        return {"name": dataset.name, "synthocc": params}
-    return {"name": dataset.name, "root": str(Path(dataset.root).resolve()),
-            "records": _records_digest(dataset)}
+        subset = os.path.relpath(os.path.abspath(root), os.path.abspath(meta.parent))
+        return {"name": dataset.name, "synthocc": params, "subset": subset}
+    return {"name": dataset.name, "root": str(root.resolve()), "records": _records_digest(dataset)}
 
 
 def key_payload(cfg: Any, data_identity: dict, model_config: dict | None = None) -> dict:

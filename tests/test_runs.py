@@ -111,10 +111,11 @@ def _dataset(root: Path, n_train: int = 2) -> ReidDataset:
 
 
 def test_synthocc_identity_is_its_generator_parameters(tmp_path):
-    params = {"seed": 0, "identities": 40, "protocol": "occluded_duke"}
+    params = {"seed": 0, "identities": 40, "size": "ci"}
     (tmp_path / "synthocc.json").write_text(json.dumps({**params, "created": "2026-01-01T00:00"}))
-    identity = runs.data_identity(_dataset(tmp_path))
-    assert identity == {"name": "market1501", "synthocc": params}  # timestamps do not enter the key
+    identity = runs.data_identity(_dataset(tmp_path / "occluded_duke"))  # a protocol folder
+    assert identity == {"name": "market1501", "synthocc": params, "subset": "occluded_duke"}
+    assert runs.data_identity(_dataset(tmp_path))["subset"] == "."  # timestamps never enter the key
 
 
 def test_real_identity_is_root_and_records(tmp_path):
