@@ -17,7 +17,7 @@ from reidlib.models.weights import PretrainedSpec, load_pretrained
 # File names searched when `pretrained` is a directory (torchvision / IBN-Net / timm releases).
 RESNET50_FILES = ("resnet50-*.pth", "resnet50.pth")
 RESNET50_IBN_FILES = ("resnet50_ibn_a*.pth",)
-HRNET_W32_FILES = ("hrnet_w32*.safetensors", "hrnet_w32*.pth", "hrnetv2_w32*.pth", "model.safetensors")
+HRNET_W32_FILES = ("hrnet_w32*.safetensors", "hrnet_w32*.pth", "hrnetv2_w32*.pth")
 # Keys of ImageNet classification heads, never part of a ReID backbone.
 RESNET_HEAD_KEYS = ("fc.",)
 HRNET_HEAD_KEYS = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
