@@ -68,6 +68,12 @@ def test_small_resnets_keep_resnet50_structure(name, kwargs, channels):
     assert model(x).shape == (2, channels, 4, 2) and model.stride == 16  # last stride 1
     assert [m.shape[1] for m in maps] == model.stage_channels and model.out_channels == channels
     assert len(model.layer1) == (2 if kwargs.get("depth") == 18 else 1)
+    assert build_backbone(name, img_size=(64, 32), **kwargs)(x).shape == (
+        2,
+        channels,
+        4,
+        2,
+    )  # accepted, unused
     with pytest.raises(ValueError, match="depth"):
         build_backbone(name, depth=50)
 
@@ -188,6 +194,7 @@ def test_clip_encode_image_tokens_shapes(clip_tiny):
     assert clip_tiny.project(tokens).shape == (2, 8, clip_tiny.embed_dim)
     assert len(blocks) == clip_tiny.num_blocks and blocks[-1].shape == (2, 9, clip_tiny.width)
     assert clip_tiny.spatial(tokens).shape == (2, clip_tiny.width, 4, 2)
+    assert torch.equal(clip_tiny.spatial(blocks[-1]), clip_tiny.spatial(blocks[-1][:, 1:]))
     assert backbone_kind(clip_tiny) == "clip"
 
 

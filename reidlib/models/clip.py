@@ -15,7 +15,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from reidlib.models.vit import INIT_STD, patch_grid, resize_pos_embed
+from reidlib.models.vit import INIT_STD, patch_grid, resize_pos_embed, tokens_to_map
 from reidlib.models.weights import LoadReport, PretrainedSpec, load_pretrained
 
 CLIP_B16_FILES = ("ViT-B-16.pt", "open_clip_pytorch_model.bin", "open_clip_model.safetensors")
@@ -164,10 +164,9 @@ class CLIPBackbone(nn.Module):
     def forward(self, x: Tensor, camids: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.encode_image_tokens(x, camids)
 
-    def spatial(self, patch_tokens: Tensor) -> Tensor:
-        """Patch tokens [N, L, C] -> map [N, C, h, w]."""
-        n, _, c = patch_tokens.shape
-        return patch_tokens.transpose(1, 2).reshape(n, c, *self.grid_size)
+    def spatial(self, tokens: Tensor) -> Tensor:
+        """Patch tokens [N, L, C] (or [N, 1+L, C], class token dropped) -> map [N, C, h, w]."""
+        return tokens_to_map(tokens, self.grid_size)
 
     def load_pretrained(
         self, pretrained: PretrainedSpec, sha256: str | None = None, expected=CLIP_B16_FILES

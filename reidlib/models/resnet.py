@@ -112,9 +112,15 @@ def _block_stride(block: nn.Module) -> int:
 
 
 def resnet50(
-    pretrained: PretrainedSpec = None, sha256: str | None = None, last_stride: int = 1, ibn: bool = False
+    pretrained: PretrainedSpec = None,
+    sha256: str | None = None,
+    last_stride: int = 1,
+    ibn: bool = False,
+    img_size: tuple[int, int] | None = None,
 ) -> ResNetBackbone:
     """torchvision ResNet-50 (v1.5), last stride 1 by default: 2048 x 16 x 8 at 256 x 128.
+
+    img_size is accepted (and unused) so every backbone can be built with the same arguments.
 
     pretrained: torchvision's `resnet50-0676ba61.pth` (or IBN-Net's `resnet50_ibn_a-d9d0bb7b.pth` with
     ibn=True)."""
@@ -138,6 +144,7 @@ def timm_resnet(
     ibn: bool = False,
     pretrained: PretrainedSpec = None,
     sha256: str | None = None,
+    img_size: tuple[int, int] | None = None,
 ) -> ResNetBackbone:
     """A narrow BasicBlock ResNet (timm) with the same stem / 4-stage / last-stride-1 structure as
     ResNet-50. depth 10 = one block per stage, 18 = two."""
@@ -199,7 +206,9 @@ class HRNetBackbone(nn.Module):
         return torch.cat([maps[0], *up], dim=1)
 
 
-def hrnet_w32(pretrained: PretrainedSpec = None, sha256: str | None = None) -> HRNetBackbone:
+def hrnet_w32(
+    pretrained: PretrainedSpec = None, sha256: str | None = None, img_size: tuple[int, int] | None = None
+) -> HRNetBackbone:
     """HRNet-W32 (timm); pretrained: timm's `hrnet_w32` ImageNet weights (safetensors or .pth)."""
     model = HRNetBackbone("hrnet_w32")
 

@@ -69,6 +69,15 @@ def attention_probs(attn: nn.Module, x: Tensor) -> Tensor:
     return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
+def tokens_to_map(tokens: Tensor, grid_size: tuple[int, int]) -> Tensor:
+    """[N, L, C] patch tokens, or [N, 1+L, C] with a leading class token, -> [N, C, h, w]."""
+    n, t, c = tokens.shape
+    num_patches = grid_size[0] * grid_size[1]
+    if t not in (num_patches, num_patches + 1):
+        raise ValueError(f"{t} tokens do not fit a {grid_size[0]}x{grid_size[1]} grid (+1 class token)")
+    return tokens[:, t - num_patches :].transpose(1, 2).reshape(n, c, *grid_size)
+
+
 class OverlapPatchEmbed(nn.Module):
     """Conv patch embedding with stride <= patch size: [N, 3, H, W] -> [N, h*w, D]."""
 
@@ -214,9 +223,8 @@ class ReIDViT(nn.Module):
         return (result, attn) if return_attention else result
 
     def spatial(self, tokens: Tensor) -> Tensor:
-        """Patch tokens [N, 1+L, D] -> feature map [N, D, h, w] (class token dropped)."""
-        n, _, d = tokens.shape
-        return tokens[:, self.num_prefix_tokens :].transpose(1, 2).reshape(n, d, *self.grid_size)
+        """Tokens [N, 1+L, D] (class token dropped) or patch tokens [N, L, D] -> map [N, D, h, w]."""
+        return tokens_to_map(tokens, self.grid_size)
 
     def load_pretrained(
         self,
