@@ -71,8 +71,11 @@ def wrap(method: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module
     if not ctx.enabled:
         return method
     ids = [device.index] if device.type == "cuda" else None
-    # Methods with auxiliary heads unused in some steps (ablations) need find_unused_parameters.
-    return nn.parallel.DistributedDataParallel(method, device_ids=ids, find_unused_parameters=True)
+    # Ablations switch heads off and some methods skip branches in some steps: DDP then needs
+    # find_unused_parameters (one extra autograd-graph traversal per step). A method whose every
+    # parameter always gets a gradient may set `ddp_find_unused_parameters = False` to save it.
+    find_unused = getattr(method, "ddp_find_unused_parameters", True)
+    return nn.parallel.DistributedDataParallel(method, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def barrier(ctx: DistContext) -> None:
