@@ -13,8 +13,9 @@ import torch
 from tiny_method import TinyMethod, TwoStepMethod, state_dicts_equal, tiny_config, write_tiny_dataset
 
 from reidlib import runs
-from reidlib.config import TrainConfig
+from reidlib.config import TrainConfig, replace
 from reidlib.engine import LRFactor, NonFiniteLossError, build_optimizer, evaluate_model, extract, train
+from reidlib.engine.loop import resolved_model_config
 from reidlib.engine.progress import resolve_mode
 from reidlib.seed import get_rng_state, preserved_rng, seed_everything, set_rng_state
 
@@ -238,3 +239,17 @@ def test_flip_extraction_averages_original_and_mirrored(baseline, dataset):
     assert torch.allclose(plain.global_feat, model.embed(images).global_feat, atol=1e-6)
     assert pids.tolist() == [r.pid for r in dataset.query] and set(camids.tolist()) == {0}
     assert not math.isclose(float(plain.global_feat.sum()), float(flipped.global_feat.sum()))
+
+
+# ------------------------------------------------------------------------------ default data path
+def test_synthocc_is_generated_and_identified_by_its_parameters(tmp_path):
+    """SynthOcc's ci set from the shared cache (generated once per machine, as the notebooks do)."""
+    from reidlib.data.loader import load_from_config
+
+    cfg = tiny_config(epochs=1, max_iters_per_epoch=2)
+    cfg = replace(cfg, data={"dataset": "synthocc", "root": None, "synth_size": "ci"})
+    run = train(cfg, tmp_path / "runs", progress="off")  # no dataset given: load_from_config(cfg.data)
+    assert run.finished and run.metrics["iterations"] == 2
+    identity = runs.data_identity(load_from_config(cfg.data))
+    assert identity["synthocc"]["size"] == "ci" and identity["synthocc"]["protocol"] == cfg.data.protocol
+    assert run.key == runs.run_key(cfg, identity, resolved_model_config(cfg))
