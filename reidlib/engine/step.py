@@ -8,8 +8,9 @@ A method that optimises in an unusual way (DPM's two-step update) defines
 and the engine calls it instead of `default_train_step`. It must call `ctx.forward(...)` rather than
 `self(...)` (under DistributedDataParallel only the wrapper synchronises gradients), run forward passes
 inside `with ctx.autocast():`, step through the scaler (`scaler.scale(loss).backward()`,
-`ctx.clip_grad(optimizer)`, `scaler.step(optimizer)`, `scaler.update()`) and return its named loss terms
-(the engine logs them and checks them for NaN/inf).
+`ctx.clip_grad(optimizer, scaler)`, `scaler.step(optimizer)`, `scaler.update()`) and return its named
+loss terms (the engine logs them and checks them for NaN/inf on every rank; `ctx.check_finite(terms)`
+checks earlier, e.g. before a backward pass). `ctx.epoch` / `ctx.step` tell where training is.
 """
 
 from __future__ import annotations
