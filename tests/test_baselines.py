@@ -240,11 +240,14 @@ def test_short_engine_run_on_synthocc_lowers_the_loss(tmp_path):
     pytest.importorskip("reidlib.data.synthocc", reason="SynthOcc generator not available yet")
     from reidlib.engine import train
 
-    cfg = RunConfig.from_profile("bot", "ci")
-    cfg = replace(cfg, train={"epochs": 3, "milestones": [], "warmup_epochs": 0, "lr": 1e-3,
-                              "max_iters_per_epoch": 6})
+    # BoT's ci profile on SynthOcc ci, made small (8-image batches at the data's 64 x 32) and deterministic
+    # enough to see the trend in 20 steps (no erasing / padding; a larger Adam step, no warm-up)
+    cfg = replace(RunConfig.from_profile("bot", "ci"),
+                  data={"height": 64, "width": 32, "batch_p": 4, "batch_k": 2, "erasing_p": 0.0, "pad": 0},
+                  train={"epochs": 5, "milestones": [], "warmup_epochs": 0, "lr": 3e-3,
+                         "max_iters_per_epoch": 4})
     run = train(cfg, runs_dir=tmp_path, progress="off")
-    epochs = [r for r in run.history if r["kind"] == "epoch"]
-    assert len(epochs) == 3
-    assert epochs[-1]["loss"] < epochs[0]["loss"]
-    assert 0.0 <= run.metrics["mAP"] <= 1.0
+    losses = [r["loss"] for r in run.history if r["kind"] == "epoch"]
+    assert len(losses) == 5 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.9 * losses[0]
+    assert 0.0 <= run.metrics["mAP"] <= 1.0 and run.metrics["train_time_s"] > 0
