@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pandas as pd
 from pandas.io.formats.style import Styler
 
 from reidlib.reported import DATASETS, METRICS, PERCENT_METRICS
+from reidlib.runs import atomic_write_text
 
 REPRODUCED = "reproduced"
 REPORTED = "reported"  # the paper's own experiments: its method, its ablations and sweeps
@@ -218,8 +218,10 @@ def compare(
 # ---------------------------------------------------------------------------------------------- style
 
 
-def _fmt_value(value: float) -> str:
-    """Up to two decimals, at least one, as papers print them: 47.0, 64.4, 68.55."""
+def _fmt_value(value: Any) -> str:
+    """Up to two decimals, at least one, as papers print them: 47.0, 64.4, 68.55 (text passes through)."""
+    if isinstance(value, str):
+        return value
     text = f"{value:.2f}".rstrip("0")
     return text + "0" if text.endswith(".") else text
 
@@ -246,7 +248,7 @@ def _css(data: pd.DataFrame) -> pd.DataFrame:
     is_delta = _delta_mask(data)
     for j, column in enumerate(data.columns):
         higher = _higher_is_better(column)
-        if higher is None:
+        if higher is None or not pd.api.types.is_numeric_dtype(data.iloc[:, j]):
             continue
         values = data.iloc[:, j].to_numpy(dtype=float)
         candidates = np.where(~is_delta & ~np.isnan(values))[0]
@@ -272,24 +274,16 @@ def style(df: pd.DataFrame, na_rep: str = "–", escape: str | None = "html") ->
 # --------------------------------------------------------------------------------------------- export
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _flat(df: pd.DataFrame, na_rep: str) -> pd.DataFrame:
     """Strings as `style` shows them, one header row, the row index as leading columns."""
     is_delta = _delta_mask(df)
-    cells = [
-        [na_rep if math.isnan(v) else (_fmt_delta(v) if is_delta[i] else _fmt_value(v)) for v in row]
-        for i, row in enumerate(df.to_numpy(dtype=float))
-    ]
+
+    def cell(v: Any, delta: bool) -> str:
+        if isinstance(v, str):
+            return v
+        return na_rep if v is None or math.isnan(v) else (_fmt_delta(v) if delta else _fmt_value(v))
+
+    cells = [[cell(v, is_delta[i]) for v in row] for i, row in enumerate(df.to_numpy(dtype=object))]
     names = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in df.columns]
     flat = pd.DataFrame(cells, index=df.index, columns=names)
     if flat.index.nlevels == 1 and flat.index.name is None:
@@ -337,7 +331,7 @@ def export(df: pd.DataFrame, stem: str | os.PathLike, caption: str | None = None
     paths = []
     for suffix, text in outputs.items():
         path = stem.with_name(stem.name + suffix)
-        _atomic_write_text(path, text)
+        atomic_write_text(path, text)
         paths.append(path)
     return paths
 
