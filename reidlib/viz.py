@@ -29,6 +29,17 @@ def save_figure(fig, paper: str, name: str, root: Path | None = None, dpi: int =
     return paths
 
 
+def image_figure(image, title: str = "", width: float = 10.0):
+    """A PIL image or [H, W, 3] array as a figure (contact sheets)."""
+    arr = np.asarray(image)
+    fig, ax = plt.subplots(figsize=(width, width * arr.shape[0] / arr.shape[1]))
+    ax.imshow(arr)
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
 def to_display(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     """Normalised [N, 3, H, W] tensor -> [N, H, W, 3] floats in [0, 1] for imshow."""
     m = torch.tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
