@@ -17,6 +17,7 @@ METHODS: Registry[type[ReIDMethod]] = Registry("method")
 
 # One module per method; extend when a paper lands.
 _MODULES: list[str] = [
+    "qpm",
     "bot",
     "pcb",
     "vit_baseline",
