@@ -21,11 +21,41 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return print_summary(args.runs_dir)
 
 
+def _parse_set(items: list[str]) -> dict:
+    """`--set KEY=VALUE` pairs; values are read as YAML (numbers, lists such as [0.3, 0.6], strings)."""
+    import yaml
+
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: write KEY=VALUE, e.g. --set num_train_ids=40")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
+    import time
+
     from reidlib.data import synthocc
 
-    out = synthocc.generate(args.out, seed=args.seed, size=args.size)
-    print(f"SynthOcc written to {out}")
+    options = _parse_set(args.set)
+    if args.occlusion_ratio is not None:
+        options["occlusion_ratio"] = tuple(args.occlusion_ratio) if len(args.occlusion_ratio) == 2 \
+            else args.occlusion_ratio[0]
+    if args.positions is not None:
+        options["occlusion_positions"] = tuple(args.positions)
+    if args.occluders is not None:
+        options["occluder_kinds"] = tuple(args.occluders)
+    start = time.perf_counter()
+    out = synthocc.generate(args.out, seed=args.seed, size=args.size, protocols=args.protocols, **options)
+    elapsed = time.perf_counter() - start
+    print(synthocc.describe(out))
+    print(f"SynthOcc ({args.size}, seed {args.seed}) written to {out} in {elapsed:.1f} s")
+    if args.contact_sheet:
+        sheet = synthocc.contact_sheet(out, protocol=synthocc.resolve_protocols(args.protocols)[0])
+        sheet.save(args.contact_sheet)
+        print(f"contact sheet: {args.contact_sheet}")
     return 0
 
 
@@ -65,10 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("synth", help="write a SynthOcc data set",
-                       description="Generate the SynthOcc synthetic occluded-person data set.")
-    p.add_argument("--out", required=True, help="output folder")
+                       description="Generate the SynthOcc synthetic occluded-person data set (one Duke-layout"
+                                   " folder per protocol, with parsing masks and metadata.csv).")
+    p.add_argument("--out", required=True, help="output folder (an older SynthOcc set there is replaced)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", default="demo", help="size preset: ci, demo or paper")
+    p.add_argument("--protocols", nargs="+", default=None,
+                   help="occluded_duke holistic occluded_reid partial_reid (default: all)")
+    p.add_argument("--occlusion-ratio", nargs="+", type=float, default=None, metavar="R",
+                   help="share of the body an occluder hides: one value or LOW HIGH (default 0.2 0.55)")
+    p.add_argument("--positions", nargs="+", default=None,
+                   help="where occluders enter from: bottom left right top side (default: all)")
+    p.add_argument("--occluders", nargs="+", default=None,
+                   help="occluder kinds: car pole board tree luggage pedestrian (default: all)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other generator option, e.g. --set num_train_ids=40 --set train_occluded=0.3")
+    p.add_argument("--contact-sheet", default=None, metavar="PNG",
+                   help="also save a grid of images with their parsing maps")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("datasets", help="inspect data set folders",
