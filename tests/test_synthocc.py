@@ -303,6 +303,13 @@ def test_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     assert tree_digest(done) == before and [p.name for p in tmp_path.iterdir()] == ["set"]
 
 
+def test_overwrite_false_keeps_an_existing_set(tmp_path):
+    first = synthocc.generate(tmp_path / "set", seed=0, size="ci", protocols=["holistic"], **SMALL)
+    before = tree_digest(first)
+    synthocc.generate(first, seed=5, size="ci", protocols=["holistic"], overwrite=False, **SMALL)
+    assert tree_digest(first) == before and [p.name for p in tmp_path.iterdir()] == ["set"]
+
+
 def test_refuses_to_overwrite_a_folder_that_is_not_a_synthocc_set(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

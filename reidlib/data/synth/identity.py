@@ -103,6 +103,7 @@ FAMILY_REGIONS = {
     "head": ("hair_colour", "hair_style", "hat", "hat_colour"),
     "bag": ("bag", "bag_colour"),
 }
+MAX_RESAMPLES = 50  # tries to draw a look no other identity has (the attribute space is vast: rarely > 1)
 FAMILY_REGION_WEIGHTS = {"upper": 0.25, "lower": 0.25, "shoes": 0.15, "head": 0.15, "bag": 0.2}
 
 
@@ -235,6 +236,12 @@ def _visible_change(a: Identity, b: Identity) -> bool:
     return a.bag != "none" and a.bag_colour != b.bag_colour
 
 
+def look(ident: Identity) -> tuple:
+    """The attributes that make an identity recognisable (everything but its ids and body proportions)."""
+    return tuple(v for k, v in asdict(ident).items() if k not in ("pid", "family", "height", "build",
+                                                                    "leg_ratio", "head_size", "tint"))
+
+
 def make_identities(
     rng: np.random.Generator,
     count: int,
@@ -242,30 +249,45 @@ def make_identities(
     first_family: int,
     family_fraction: float,
     max_family_size: int,
+    taken: set | None = None,
 ) -> list[Identity]:
     """`count` identities with pids first_pid.. ; about `family_fraction` of them belong to families of
-    2..max_family_size look-alikes (consecutive pids), the others are singletons."""
+    2..max_family_size look-alikes (consecutive pids), the others are singletons. No two identities share a
+    look (`taken` carries the looks already used, e.g. by the training identities, and is updated)."""
+    taken = set() if taken is None else taken
     out: list[Identity] = []
     family = first_family
     regions = list(FAMILY_REGION_WEIGHTS)
     weights = np.array([FAMILY_REGION_WEIGHTS[r] for r in regions])
+    mean_size = (2 + max_family_size) / 2
+    # chance that a new group is a family, so that about family_fraction of the identities are in one
+    p_family = family_fraction / (mean_size - family_fraction * (mean_size - 1)) if max_family_size > 1 else 0
+
+    def fresh(make):
+        for _ in range(MAX_RESAMPLES):
+            candidate = make()
+            if look(candidate) not in taken:
+                taken.add(look(candidate))
+                return candidate
+        return None
+
     while len(out) < count:
         left = count - len(out)
         size = 1
-        if max_family_size >= 2 and left >= 2 and rng.random() < family_fraction:
+        if left >= 2 and rng.random() < p_family:
             size = int(rng.integers(2, min(max_family_size, left) + 1))
-        base = sample_identity(rng)
+        base = fresh(lambda: sample_identity(rng))
+        if base is None:
+            raise RuntimeError("could not draw a new identity look; lower the number of identities")
         members = [base]
         for _ in range(size - 1):
             region = regions[int(rng.choice(len(regions), p=weights))]
-            candidate = _vary_region(rng, base, region)
+            member = fresh(lambda region=region, base=base: _vary_region(rng, base, region))
+            if member is None:
+                continue
             # shared body proportions, with a small individual spread
-            candidate = replace(
-                candidate,
-                height=base.height * float(rng.uniform(0.98, 1.02)),
-                build=base.build * float(rng.uniform(0.97, 1.03)),
-            )
-            members.append(candidate)
+            members.append(replace(member, height=base.height * float(rng.uniform(0.98, 1.02)),
+                                   build=base.build * float(rng.uniform(0.97, 1.03))))
         for m in members:
             out.append(replace(m, pid=first_pid + len(out), family=family))
         family += 1

@@ -46,15 +46,10 @@ class World:
     def build(cls, seed: int, opts: dict) -> World:
         rng = np.random.default_rng([seed, 0x1D])
         n_train, n_test = opts["num_train_ids"], opts["num_test_ids"]
-        train = make_identities(rng, n_train, 1, 1, opts["family_fraction"], opts["family_size"])
-        test = make_identities(
-            rng,
-            n_test,
-            n_train + 1,
-            train[-1].family + 1 if train else 1,
-            opts["family_fraction"],
-            opts["family_size"],
-        )
+        family = (opts["family_fraction"], opts["family_size"])
+        taken: set = set()  # looks in use: train and test identities never look the same
+        train = make_identities(rng, n_train, 1, 1, *family, taken=taken)
+        test = make_identities(rng, n_test, n_train + 1, train[-1].family + 1, *family, taken=taken)
         passer_rng = np.random.default_rng([seed, 0xBE])
         passers = [sample_identity(passer_rng, pid=0, family=0) for _ in range(NUM_PASSERS_BY)]
         cams = {

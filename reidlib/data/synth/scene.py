@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from reidlib.data.synth.person import VIEWPOINTS
 
@@ -34,6 +34,7 @@ class Camera:
     scale: float  # body height / image height
     view_probs: tuple[float, float, float]  # P(front), P(back), P(side)
     strip: np.ndarray = field(repr=False, default=None)  # [h * 5/4, 3w, 3] background texture
+    noise_field: np.ndarray = field(repr=False, default=None)  # [2h, 2w, 3] sensor noise, 0..255 scale
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
@@ -149,6 +150,8 @@ def make_camera(seed: int, camid: int, height: int, width: int, strength: float 
     strip[:split] = _wall(rng, wall, split, sw, height)
     strip[split:] = _ground(rng, ground, sh - split, sw, height)
     cam.strip = np.clip(strip, 0, 1)
+    noise = rng.standard_normal((2 * height, 2 * width, 3), dtype=np.float32)
+    cam.noise_field = noise * np.float32(255.0 * cam.noise)
     return cam
 
 
@@ -159,19 +162,38 @@ def background(cam: Camera, rng: np.random.Generator, height: int, width: int) -
     return cam.strip[y0 : y0 + height, x0 : x0 + width].copy()
 
 
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of an [h, w, 3] float image (edges replicated)."""
+    radius = max(int(np.ceil(2 * sigma)), 1)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    for axis in (0, 1):
+        n = img.shape[axis]
+        padded = np.concatenate([np.repeat(img.take([0], axis), radius, axis), img,
+                                 np.repeat(img.take([n - 1], axis), radius, axis)], axis)
+        out = np.zeros_like(img)
+        for i, t in enumerate(taps):
+            out += t * (padded[i:i + n] if axis == 0 else padded[:, i:i + n])
+        img = out
+    return img
+
+
 def expose(rgb: np.ndarray, cam: Camera, rng: np.random.Generator) -> np.ndarray:
-    """Camera response: contrast, gain, colour cast, lateral light ramp, noise, blur -> uint8 [h, w, 3]."""
-    w = rgb.shape[1]
+    """Camera response: optics blur, then contrast, gain, colour cast, lateral light ramp and sensor noise
+    -> uint8 [h, w, 3]. The noise is a random window of the camera's noise field (cheaper than fresh noise
+    for every image, and as random at this scale)."""
+    h, w = rgb.shape[:2]
+    if cam.blur > 0.05:
+        rgb = _blur(rgb, cam.blur)
     gain = cam.gain * rng.uniform(0.92, 1.08)  # light changes between frames
     ramp = 1.0 + cam.gradient * (np.arange(w, dtype=np.float32) / max(w - 1, 1) - 0.5)  # [w]
     k = (255.0 * gain * cam.cast)[None, None, :] * ramp[None, :, None]  # [1, w, 3] per-column channel gains
     # ((rgb - 0.5) * contrast + 0.5) * k, as one multiply-add
-    out = rgb * (cam.contrast * k).astype(np.float32) + ((0.5 - 0.5 * cam.contrast) * k + 0.5).astype(
-        np.float32
-    )
+    out = rgb * (cam.contrast * k).astype(np.float32)
+    out += ((0.5 - 0.5 * cam.contrast) * k + 0.5).astype(np.float32)
     if cam.noise > 0:
-        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(255.0 * cam.noise)
-    img = np.clip(out, 0, 255, out=out).astype(np.uint8)
-    if cam.blur > 0.05:
-        img = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(cam.blur)))
-    return img
+        nh, nw = cam.noise_field.shape[:2]
+        y0, x0 = int(rng.integers(0, nh - h + 1)), int(rng.integers(0, nw - w + 1))
+        out += cam.noise_field[y0:y0 + h, x0:x0 + w]
+    np.maximum(out, 0, out=out)
+    return np.minimum(out, 255, out=out).astype(np.uint8)
