@@ -66,9 +66,8 @@ class EvaluationResult:
 
     def as_dict(self) -> dict[str, float]:
         """Summary as FRACTIONS in [0, 1] (not percent; multiply by 100 for the papers' tables):
-        {"mAP", "rank1", "rank5", "rank10", "mINP"}."""
-        return {"mAP": self.mAP, "rank1": self.rank(1), "rank5": self.rank(5), "rank10": self.rank(10),
-                "mINP": self.mINP}
+        {"mAP", "rank1", "rank3", "rank5", "rank10", "mINP"} (Rank-3: Partial-REID / Partial-iLIDS)."""
+        return {"mAP": self.mAP, **{f"rank{k}": self.rank(k) for k in (1, 3, 5, 10)}, "mINP": self.mINP}
 
 
 def evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, *,
