@@ -388,3 +388,27 @@ def test_cli_synth_prints_what_it_wrote(tmp_path, capsys):
     assert len({r["pid"] for r in rows if r["split"] == "query"}) == 4
     assert main(["synth", "--out", str(tmp_path / "t"), "--size", "ci", "--set", "bogus=1"]) == 2
     assert "unknown SynthOcc option" in capsys.readouterr().err
+
+
+def test_some_attributes_show_only_from_some_sides():
+    """A logo is printed on the front only; a backpack covers the back and shows as straps from the front."""
+    from dataclasses import replace
+
+    from reidlib.data.synth.canvas import Canvas
+    from reidlib.data.synth.identity import BAG_COLOURS, UPPER_COLOURS, colour, sample_identity
+    from reidlib.data.synth.person import TORSO, Pose, draw_person
+
+    ident = replace(sample_identity(np.random.default_rng(0)), upper_colour="white", upper_second="red",
+                    upper_pattern="logo", logo_shape="square", bag="backpack", bag_colour="green",
+                    hair_style="short", tint=(1.0, 1.0, 1.0))
+
+    def torso_share(view: str, rgb) -> float:
+        canvas = Canvas(128, 64, np.zeros((128, 64, 3), np.float32))
+        draw_person(canvas, ident, Pose(view, 1, 0.0, 110.0, 32.0, 125.0, light=1.0))
+        torso = canvas.label == TORSO
+        close = np.abs(canvas.rgb - rgb).max(axis=2) < 0.12
+        return float((close & torso).sum() / torso.sum())
+
+    logo, pack = colour(UPPER_COLOURS, "red"), colour(BAG_COLOURS, "green")
+    assert torso_share("front", logo) > 0.05 and torso_share("back", logo) == 0.0
+    assert torso_share("back", pack) > 3 * torso_share("front", pack) > 0
