@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from reidlib.config import RunConfig, check_profile, deep_merge, profile_config
+from reidlib.config import RunConfig, check_profile, deep_merge, from_dict, profile_config
 from reidlib.paths import project_root, results_dir
 from reidlib.runs import atomic_write_json, read_json
 
@@ -59,11 +59,21 @@ class Workbook:
         self.figures_root = self.out_dir if profile == "ci" else project_root()
 
     # ------------------------------------------------------------------------------ configs and runs
-    def config(self, method: str, overrides: dict | None = None, tag: str = "") -> RunConfig:
-        """configs/<method>.yaml for this profile, with the notebook's data set, root and seed applied."""
+    def config(self, method: str, overrides: dict | None = None, tag: str = "",
+               ablation: bool = False) -> RunConfig:
+        """configs/<method>.yaml for this profile, with the notebook's data set, root and seed applied.
+
+        ablation: also apply the profile's `ablation:` block (a shorter schedule for ablation and sweep
+        rows, so that a demo notebook trains every row within its budget; the paper profile has none)."""
+        merged = profile_config(method, self.profile)
+        short = merged.pop("ablation", None) or {}
+        if ablation:
+            merged = deep_merge(merged, short)
         data = {k: v for k, v in (("dataset", self.dataset), ("root", self.data_root)) if v is not None}
         notebook = {"seed": self.seed, "tag": tag or method, **({"data": data} if data else {})}
-        return RunConfig.from_profile(method, self.profile, deep_merge(notebook, overrides or {}))
+        merged = deep_merge(deep_merge(merged, notebook), overrides or {})
+        merged.setdefault("method", method)
+        return from_dict(RunConfig, merged)
 
     def train(self, cfg: RunConfig):
         from reidlib.engine import train
