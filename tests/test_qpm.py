@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reidlib.config import ConfigError, from_dict, profile_config
+from reidlib.config import ConfigError, RunConfig, from_dict
 from reidlib.methods import build, names
 from reidlib.methods.base import Embedding
 from reidlib.methods.qpm import (
@@ -243,7 +243,14 @@ def test_ablation_rows_cover_the_papers_tables():
 def test_registered_and_profiles_parse():
     assert "qpm" in names()
     for profile in ("ci", "demo", "paper"):
-        from_dict(QPMConfig, profile_config("qpm", profile)["model"])
+        qpm, ide = RunConfig.from_profile("qpm", profile), RunConfig.from_profile("qpm_ide", profile)
+        assert qpm.method == ide.method == "qpm"
+        stages = [from_dict(QPMConfig, c.model).stage for c in (qpm, ide)]
+        assert stages == ["qpm", "ide"]
+        assert (qpm.data.height, qpm.data.width) == (ide.data.height, ide.data.width)
+    paper = RunConfig.from_profile("qpm", "paper")
+    assert (paper.data.height, paper.data.batch_p, paper.data.batch_k) == (384, 8, 8)      # Sec. IV-A
+    assert (paper.train.lr, paper.train.weight_decay, paper.train.epochs) == (0.01, 0.0, 70)
 
 
 @pytest.mark.parametrize("row", sorted(ABLATIONS))
@@ -324,7 +331,7 @@ def test_fidelity_quality_scores_drop_on_occluded_parts():
     model = build("qpm", {**TINY}, num_classes=num_ids)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)  # from scratch: faster than the paper's SGD
     g = _gen(71)
-    for _ in range(60):  # P x A batches, as the identity sampler draws them
+    for _ in range(40):  # P x A batches, as the identity sampler draws them
         chosen = torch.randperm(num_ids, generator=g)[:p]
         index = torch.cat([torch.nonzero(pids == pid).flatten()[torch.randperm(per_id, generator=g)[:a]]
                            for pid in chosen])
@@ -340,4 +347,5 @@ def test_fidelity_quality_scores_drop_on_occluded_parts():
     # part outscores an occluded one (ROC AUC); 0.5 would be chance.
     auc = (shown[:, None] > occluded[None]).float().mean().item()
     gap = (shown.mean() - occluded.mean()).item()
-    assert auc > 0.6 and gap > 0.1, (auc, gap)  # seeds 0-2 give AUC 0.66-0.81 and gaps 0.14-0.24
+    # seed 0 gives AUC 0.70, gap 0.20; other seeds 0.59-0.73 and 0.11-0.24: a clear but moderate effect
+    assert auc > 0.6 and gap > 0.1, (auc, gap)

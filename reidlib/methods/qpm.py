@@ -531,7 +531,8 @@ class QPM(ReIDMethod):
     def explain(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
         """Fig. 4: quality scores [N, K]. Fig. 5: channel-L2 heat maps [N, h, w] of G before and after the
         spatial attention, plus the attention mask [N, h, w] (channel mean for per-channel masks). A model
-        without a global branch shows the backbone map F instead of G."""
+        without a global branch shows the backbone map F instead of G. Call it on a model in eval mode:
+        the quality BN then uses its running statistics, as at test time."""
         feats = self._features(images)
         before = feats.get("global_map", feats["feature_map"])
         after = feats.get("refined_map", before)
