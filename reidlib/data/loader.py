@@ -11,7 +11,6 @@ seeds (and checkpoints, for a bit-exact resume).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from reidlib.data.masks import check_masks, get_grouping, load_part_masks, locat
 from reidlib.data.records import Record, ReidDataset
 from reidlib.data.sampler import RandomIdentitySampler
 from reidlib.data.transforms import ReidTransform, build_transforms
+from reidlib.seed import seed_worker
 
 
 class ReidImageDataset(Dataset):
@@ -61,14 +61,6 @@ class ReidImageDataset(Dataset):
         if mask is not None:
             item["mask"] = mask                                      # [K+1, H, W]
         return item
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: torch is already seeded per worker (loader generator + worker id);
-    seed numpy and `random` from it too, so any augmentation library in a worker is reproducible."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def _derived_seed(*keys: int) -> int:
@@ -146,6 +138,6 @@ def load_from_config(cfg: DataConfig, mask_splits: Sequence[str] = ("train",)) -
 
 
 __all__ = [
-    "ReidImageDataset", "TrainLoader", "seed_worker", "build_train_loader", "build_test_loader",
+    "ReidImageDataset", "TrainLoader", "build_train_loader", "build_test_loader",
     "load_from_config",
 ]
