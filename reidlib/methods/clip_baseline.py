@@ -13,8 +13,8 @@ Camera SIE is off in the released person-ReID configs (`sie_camera` turns it on)
 
 The backbone is `reidlib.models.clip`: clip_vit_b16 with OpenAI's weights from a local file in `paper`;
 clip_small / clip_tiny_ci in demo / ci are randomly initialised, so they show the code path and the
-training dynamics, not CLIP's pre-training. The text tower (frozen) and the temperature are built but
-unused.
+training dynamics, not CLIP's pre-training (from scratch, the demo stays near chance on SynthOcc).
+The text tower (frozen) and the temperature are built but unused.
 """
 
 from __future__ import annotations
