@@ -7,12 +7,14 @@ loss."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from reidlib.config import ConfigError, RunConfig, profile_config, replace
+from reidlib.engine.loop import build_kwargs, method_class
 from reidlib.methods import build, names
 from reidlib.methods.global_baseline import CenterLoss, scaled_param_groups
 
@@ -27,11 +29,19 @@ EXPECTED_TERMS = {
 }
 
 
+def data_kwargs(name: str, cfg: dict) -> dict:
+    """What the engine passes a method's constructor for a data set of NUM_CLASSES ids and NUM_CAMERAS
+    cameras at the profile's image size (reidlib.engine.loop.build_kwargs)."""
+    fake = SimpleNamespace(num_train_pids=NUM_CLASSES, num_train_cams=NUM_CAMERAS)
+    size = SimpleNamespace(height=cfg["data"]["height"], width=cfg["data"]["width"])
+    return build_kwargs(method_class(name), fake, size)
+
+
 def ci_model(name: str, **overrides):
     """The method as its ci profile builds it (random init, tiny backbone), and a batch of its image size."""
     cfg = profile_config(name, "ci")
     torch.manual_seed(0)
-    model = build(name, {**cfg["model"], **overrides}, num_classes=NUM_CLASSES, num_cameras=NUM_CAMERAS)
+    model = build(name, {**cfg["model"], **overrides}, **data_kwargs(name, cfg))
     gen = torch.Generator().manual_seed(1)
     images = torch.randn(len(PIDS), 3, cfg["data"]["height"], cfg["data"]["width"], generator=gen)
     camids = torch.randint(0, NUM_CAMERAS, (len(PIDS),), generator=gen)
@@ -178,13 +188,14 @@ def test_vit_explain_gives_per_head_class_attention_on_the_patch_grid():
 
 
 def test_vit_sie_needs_cameras_and_overlapping_patches_change_the_grid():
-    cfg = profile_config("vit_baseline", "ci")["model"]
+    profile = profile_config("vit_baseline", "ci")
+    cfg, h, w = profile["model"], profile["data"]["height"], profile["data"]["width"]
     with pytest.raises(ConfigError, match="num_cameras"):
-        build("vit_baseline", cfg, num_classes=NUM_CLASSES)
-    no_sie = build("vit_baseline", {**cfg, "sie_camera": False}, num_classes=NUM_CLASSES)
+        build("vit_baseline", cfg, num_classes=NUM_CLASSES, image_size=(h, w))
+    no_sie = build("vit_baseline", {**cfg, "sie_camera": False}, num_classes=NUM_CLASSES, image_size=(h, w))
     assert no_sie.vit.sie_embed is None
-    overlap = build("vit_baseline", {**cfg, "patch_stride": 8}, num_classes=2, num_cameras=1)
-    h, w = cfg["image_size"]
+    overlap = build("vit_baseline", {**cfg, "patch_stride": 8}, num_classes=2, num_cameras=1,
+                    image_size=(h, w))
     assert overlap.vit.grid_size == ((h - 16) // 8 + 1, (w - 16) // 8 + 1)
 
 

@@ -31,11 +31,10 @@ from reidlib.models import backbone_kind, build_backbone
 
 @dataclass
 class CLIPBaselineConfig(GlobalLossConfig):
-    """CLIP-ReID baseline settings; image_size must equal (data.height, data.width)."""
+    """CLIP-ReID baseline settings (the image size comes from the data config)."""
 
     backbone: str = "clip_vit_b16"
     pretrained: str | None = None         # CLIP weights: a file, a folder or "default" (never downloaded)
-    image_size: tuple[int, int] = (256, 128)
     quick_gelu: bool = True               # OpenAI's weights were trained with QuickGELU
     sie_camera: bool = False
     sie_coef: float = 1.0
@@ -45,8 +44,6 @@ class CLIPBaselineConfig(GlobalLossConfig):
 
     def validate(self) -> None:
         super().validate()
-        if len(self.image_size) != 2:
-            raise ConfigError(f"model.image_size={self.image_size!r}; give [height, width]")
         check_range("model.sie_coef", self.sie_coef, 0.0)
 
 
@@ -57,9 +54,10 @@ class CLIPBaseline(GlobalBaseline):
 
     config_class = CLIPBaselineConfig
 
-    def __init__(self, cfg: CLIPBaselineConfig, num_classes: int, num_cameras: int | None = None):
+    def __init__(self, cfg: CLIPBaselineConfig, num_classes: int, image_size: tuple[int, int],
+                 num_cameras: int | None = None):
         cameras = require_cameras(cfg.sie_camera, num_cameras)
-        clip = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(cfg.image_size),
+        clip = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(image_size),
                               quick_gelu=cfg.quick_gelu, num_cameras=cameras, sie_coef=cfg.sie_coef)
         if backbone_kind(clip) != "clip":
             raise ConfigError(f"model.backbone={cfg.backbone!r} is not a CLIP model; use clip_vit_b16, "

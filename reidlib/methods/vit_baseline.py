@@ -33,11 +33,10 @@ from reidlib.models import backbone_kind, build_backbone
 
 @dataclass
 class ViTBaselineConfig(GlobalLossConfig):
-    """TransReID-without-JPM settings; image_size must equal (data.height, data.width)."""
+    """TransReID-without-JPM settings (the image size comes from the data config)."""
 
     backbone: str = "vit_base_patch16"
     pretrained: str | None = None         # ViT weights: a file, a folder or "default" (never downloaded)
-    image_size: tuple[int, int] = (256, 128)
     patch_stride: int = 12                # s of the overlapping patch embedding (16: no overlap)
     sie_camera: bool = True               # camera side information embedding, Sec. 3.3
     sie_coef: float = 3.0                 # lambda
@@ -49,8 +48,6 @@ class ViTBaselineConfig(GlobalLossConfig):
 
     def validate(self) -> None:
         super().validate()
-        if len(self.image_size) != 2:
-            raise ConfigError(f"model.image_size={self.image_size!r}; give [height, width]")
         check_range("model.patch_stride", self.patch_stride, 1, 16)
         check_range("model.sie_coef", self.sie_coef, 0.0)
         check_range("model.drop_path", self.drop_path, 0.0, 1.0)
@@ -62,9 +59,10 @@ class ViTBaseline(GlobalBaseline):
 
     config_class = ViTBaselineConfig
 
-    def __init__(self, cfg: ViTBaselineConfig, num_classes: int, num_cameras: int | None = None):
+    def __init__(self, cfg: ViTBaselineConfig, num_classes: int, image_size: tuple[int, int],
+                 num_cameras: int | None = None):
         cameras = require_cameras(cfg.sie_camera, num_cameras)
-        vit = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(cfg.image_size),
+        vit = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(image_size),
                              stride=cfg.patch_stride, num_cameras=cameras, sie_coef=cfg.sie_coef,
                              drop_path_rate=cfg.drop_path)
         if backbone_kind(vit) != "vit":
