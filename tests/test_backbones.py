@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from reidlib.models import BACKBONES, backbone_kind, build_backbone
 from reidlib.models.resnet import IBN
+from reidlib.models.stem import ConvStem
 from reidlib.models.vit import ReIDViT, attention_probs, patch_grid, resize_pos_embed
 
 
@@ -111,6 +112,28 @@ def test_vit_rejects_bad_stride_and_size():
         vit(torch.randn(1, 3, 32, 32))
 
 
+@pytest.mark.parametrize("size", [(128, 64), (64, 32), (256, 128)])
+def test_conv_stem_gives_the_patchify_grid(size):
+    stem = ConvStem(3, 48)
+    tokens = torch.nn.Conv2d(3, 48, 16, stride=16)(torch.randn(2, 3, *size))
+    assert stem(torch.randn(2, 3, *size)).shape == tokens.shape  # [N, D, H/16, W/16]
+    with torch.device("meta"):
+        vit = build_backbone("vit_small_demo", img_size=size)
+        out = vit(torch.empty(2, 3, *size))
+    assert isinstance(vit.patch_embed.proj, ConvStem)
+    assert vit.grid_size == tuple(tokens.shape[-2:])
+    assert out.shape == (2, 1 + size[0] // 16 * size[1] // 16, 96)
+
+
+def test_conv_stem_rejects_overlap_and_odd_sizes():
+    with pytest.raises(ValueError, match="patch_stride: 16"):
+        build_backbone("vit_small_demo", stride=12)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        build_backbone("vit_small_demo", img_size=(120, 64))
+    with pytest.raises(ValueError, match="unknown stem"):
+        build_backbone("vit_tiny_ci", stem="hybrid")
+
+
 def test_camera_embedding_acts_only_through_camids():
     vit = tiny_vit(num_cameras=3, sie_coef=3.0)
     x = torch.randn(2, 3, 64, 32)
@@ -204,6 +227,7 @@ def test_clip_small_structure():
         cls, tokens = clip.encode_image_tokens(torch.empty(2, 3, 128, 64))
     assert (clip.width, clip.num_heads, clip.num_blocks, clip.embed_dim) == (96, 3, 12, 64)
     assert cls.shape == (2, 64) and tokens.shape == (2, 32, 96)
+    assert isinstance(clip.model.visual.conv1, ConvStem) and clip.patch_size == 16
 
 
 def test_clip_text_is_frozen_and_tokenizer_offline(clip_tiny, monkeypatch):

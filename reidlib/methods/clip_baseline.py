@@ -12,8 +12,8 @@ As the released code (github.com/Syliz517/CLIP-ReID, model/make_model.py, loss/m
 Camera SIE is off in the released person-ReID configs (`sie_camera` turns it on).
 
 The backbone is `reidlib.models.clip`: clip_vit_b16 with OpenAI's weights from a local file in `paper`;
-clip_small / clip_tiny_ci in demo / ci are randomly initialised, so they show the code path and the
-training dynamics, not CLIP's pre-training (from scratch, the demo stays near chance on SynthOcc).
+clip_small / clip_tiny_ci in demo / ci are randomly initialised (the demo one with a convolutional stem,
+reidlib/models/stem.py), so they show the code path and the training dynamics, not CLIP's pre-training.
 The text tower (frozen) and the temperature are built but unused.
 """
 

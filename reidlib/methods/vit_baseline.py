@@ -12,10 +12,9 @@ Sec. 3.1 (transformer-based strong baseline) plus Sec. 3.3 (side information emb
   code, followed here, uses plain Euclidean distances;
 - test (released code: NECK_FEAT 'before', FEAT_NORM 'yes'): the L2-normalised f_t, Euclidean distance.
 The backbone is `reidlib.models.vit` (vit_base_patch16 in `paper`, vit_small_demo / vit_tiny_ci in
-demo / ci, randomly initialised there: a ViT trained from scratch on the ~1,800 SynthOcc demo images for
-12 epochs fits its training identities but stays near chance on the test set, so the demo shows the code
-path, not TransReID's accuracy). `explain` gives the last block's per-head attention of the
-class token over the patch grid, the maps transformer ReID papers draw.
+demo / ci, randomly initialised there; the demo ViT has a convolutional stem, without which it does not
+learn in the demo budget: see reidlib/models/stem.py). `explain` gives the last block's per-head attention
+of the class token over the patch grid, the maps transformer ReID papers draw.
 """
 
 from __future__ import annotations

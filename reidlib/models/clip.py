@@ -15,6 +15,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from reidlib.models.stem import ConvStem, check_stem
 from reidlib.models.vit import INIT_STD, patch_grid, resize_pos_embed, tokens_to_map
 from reidlib.models.weights import LoadReport, PretrainedSpec, load_pretrained
 
@@ -70,7 +71,7 @@ class CLIPBackbone(nn.Module):
         self.num_heads = visual.transformer.resblocks[0].attn.num_heads
         self.num_blocks = len(visual.transformer.resblocks)
         self.grid_size = tuple(visual.grid_size)
-        self.patch_size = visual.conv1.kernel_size[0]
+        self.patch_size = visual.patch_size[0]
         self.image_size = tuple(visual.image_size)
         self.text_width = model.token_embedding.embedding_dim  # Dt
         self.num_cameras, self.sie_coef = num_cameras, sie_coef
@@ -197,17 +198,23 @@ def build_clip(
     pretrained: PretrainedSpec = None,
     sha256: str | None = None,
     expected: tuple[str, ...] = (),
+    stem: str = "patchify",
 ) -> CLIPBackbone:
     """Build `open_clip.CLIP(**cfg)` at `img_size` (grid H/16 x W/16) and wrap it.
 
     quick_gelu: OpenAI's weights (ViT-B-16.pt and open_clip's 'openai' tag) were trained with QuickGELU;
-    set False for LAION-trained open_clip weights."""
+    set False for LAION-trained open_clip weights.
+    stem: "conv" replaces the visual patchify conv (`visual.conv1`) by `ConvStem` (models/stem.py)."""
     import open_clip
 
     cfg = copy.deepcopy(cfg)
     cfg["vision_cfg"]["image_size"] = tuple(img_size)
-    patch_grid(tuple(img_size), cfg["vision_cfg"]["patch_size"], cfg["vision_cfg"]["patch_size"])  # validates
+    patch = cfg["vision_cfg"]["patch_size"]
+    patch_grid(tuple(img_size), patch, patch)  # validates
+    check_stem(stem, tuple(img_size), patch, patch)
     model = open_clip.CLIP(**cfg, quick_gelu=quick_gelu)
+    if stem == "conv":
+        model.visual.conv1 = ConvStem(3, model.visual.transformer.width)
     backbone = CLIPBackbone(model, num_cameras=num_cameras, sie_coef=sie_coef, freeze_text=freeze_text)
     backbone.load_report = backbone.load_pretrained(pretrained, sha256, expected)
     return backbone
@@ -219,8 +226,10 @@ def clip_vit_b16(pretrained: PretrainedSpec = None, sha256: str | None = None, *
 
 
 def clip_small(pretrained: PretrainedSpec = None, sha256: str | None = None, **kwargs) -> CLIPBackbone:
-    """demo/ci: narrow CLIP of the same structure (vision 12 x 96, text 2 x 64), 128x64 by default."""
+    """demo: narrow CLIP of the same structure (vision 12 x 96, text 2 x 64), 128x64 by default, with the
+    convolutional stem (random init: a patchify stem does not learn in the demo budget; models/stem.py)."""
     kwargs.setdefault("img_size", (128, 64))
+    kwargs.setdefault("stem", "conv")
     return build_clip(CLIP_SMALL_CFG, pretrained=pretrained, sha256=sha256, **kwargs)
 
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidlib.models.stem import ConvStem, check_stem
 from reidlib.models.weights import LoadReport, PretrainedSpec, load_pretrained
 
 VIT_BASE_FILES = ("jx_vit_base_p16_224-80ecf9dd.pth", "jx_vit_base_p16_224*.pth", "vit_base_patch16_224*")
@@ -79,14 +80,22 @@ def tokens_to_map(tokens: Tensor, grid_size: tuple[int, int]) -> Tensor:
 
 
 class OverlapPatchEmbed(nn.Module):
-    """Conv patch embedding with stride <= patch size: [N, 3, H, W] -> [N, h*w, D]."""
+    """Conv patch embedding with stride <= patch size: [N, 3, H, W] -> [N, h*w, D].
 
-    def __init__(self, img_size: tuple[int, int], patch_size: int, stride: int, in_chans: int, dim: int):
+    stem="conv" replaces the patchify conv by `ConvStem` (same grid, stride 16 only; see models/stem.py)."""
+
+    def __init__(self, img_size: tuple[int, int], patch_size: int, stride: int, in_chans: int, dim: int,
+                 stem: str = "patchify"):
         super().__init__()
         self.img_size = tuple(img_size)
         self.grid_size = patch_grid(self.img_size, patch_size, stride)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=stride)
+        check_stem(stem, self.img_size, patch_size, stride)
+        self.stem = stem
+        if stem == "conv":
+            self.proj = ConvStem(in_chans, dim)
+        else:
+            self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=stride)
 
     def forward(self, x: Tensor) -> Tensor:
         if tuple(x.shape[-2:]) != self.img_size:
@@ -123,6 +132,7 @@ class ReIDViT(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
+        stem: str = "patchify",
     ):
         super().__init__()
         from timm.models.vision_transformer import Block  # timm imports slowly: only when a ViT is built
@@ -131,7 +141,7 @@ class ReIDViT(nn.Module):
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.embed_dim, self.num_heads, self.num_blocks = embed_dim, num_heads, depth
         self.patch_size, self.patch_stride = patch_size, stride
-        self.patch_embed = OverlapPatchEmbed(img_size, patch_size, stride, in_chans, embed_dim)
+        self.patch_embed = OverlapPatchEmbed(img_size, patch_size, stride, in_chans, embed_dim, stem)
         self.grid_size = self.patch_embed.grid_size
         self.feature_dim = embed_dim  # what a method's head receives (uniform across backbone kinds)
         self.num_prefix_tokens = 1
@@ -171,6 +181,8 @@ class ReIDViT(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         conv = self.patch_embed.proj  # He init on fan-out, as TransReID's overlapping patch embedding
+        if not isinstance(conv, nn.Conv2d):
+            return  # the conv stem keeps PyTorch's conv / BN init
         nn.init.normal_(
             conv.weight, std=math.sqrt(2.0 / (conv.kernel_size[0] * conv.kernel_size[1] * conv.out_channels))
         )
@@ -288,8 +300,9 @@ def vit_base_patch16(pretrained: PretrainedSpec = None, sha256: str | None = Non
 
 
 def vit_small_demo(pretrained: PretrainedSpec = None, sha256: str | None = None, **kwargs) -> ReIDViT:
-    """demo profile: 12 blocks of width 96 with 3 heads (head dim 32), at 128x64 by default."""
-    defaults = dict(img_size=(128, 64), embed_dim=96, depth=12, num_heads=3)
+    """demo profile: 12 blocks of width 96 with 3 heads (head dim 32), at 128x64 by default, with the
+    convolutional stem (random init: a patchify stem does not learn in the demo budget; models/stem.py)."""
+    defaults = dict(img_size=(128, 64), embed_dim=96, depth=12, num_heads=3, stem="conv")
     return _build(pretrained, sha256, defaults, kwargs)
 
 
