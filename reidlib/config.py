@@ -203,6 +203,7 @@ class DataConfig:
     batch_k: int = 4                   # images per identity (K)
     test_batch_size: int = 128
     workers: int = 0
+    preload: bool = True               # decode the training images (and masks) once and keep them in memory
     flip_p: float = 0.5                # random horizontal flip
     pad: int = 10                      # pad-and-random-crop margin in pixels (0: off)
     erasing_p: float = 0.5             # random erasing probability (0: off)

@@ -189,8 +189,8 @@ def data_identity(dataset: Any) -> dict:
 def key_payload(cfg: Any, data_identity: dict, model_config: dict | None = None) -> dict:
     """Everything that determines a run's result: resolved method config, data config (its `root` is
     replaced by the data identity), training schedule (minus print-only fields) and seed. The `tag`
-    and progress settings are left out."""
-    data = {k: v for k, v in to_dict(cfg.data).items() if k != "root"}
+    and progress settings are left out, and so is `data.preload` (where images are decoded, not what)."""
+    data = {k: v for k, v in to_dict(cfg.data).items() if k not in ("root", "preload")}
     train = {k: v for k, v in to_dict(cfg.train).items() if k not in _COSMETIC_TRAIN_FIELDS}
     return {
         "key_version": KEY_VERSION,

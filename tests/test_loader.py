@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import reidlib.data
-from reidlib.config import ConfigError, DataConfig
+from reidlib.config import ConfigError, DataConfig, replace
 from reidlib.data import loader as L
 from reidlib.data.masks import MissingMasksError
 from reidlib.data.records import Record, ReidDataset
@@ -94,6 +94,16 @@ def test_train_loader_is_deterministic_given_the_seed(tmp_path, workers):
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x["index"], y["index"]) and torch.equal(x["image"], y["image"])
     assert not torch.equal(a[0]["index"], a[1]["index"]) or not torch.equal(a[0]["image"], a[1]["image"])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_preloaded_images_give_the_same_batches_as_reading_each_time(tmp_path, workers):
+    data = fake_dataset(tmp_path)
+    config = cfg(masks="parsing", workers=workers)
+    streamed, preloaded = (_epoch_batches(data, replace(config, preload=p), 3, (0, 1)) for p in (False, True))
+    for x, y in zip(streamed, preloaded, strict=True):
+        for key in ("index", "image", "mask"):
+            assert torch.equal(x[key], y[key])
 
 
 def test_resumed_epoch_matches_the_uninterrupted_one(tmp_path):

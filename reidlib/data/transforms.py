@@ -51,7 +51,8 @@ class Resize:
         self.size = [height, width]
 
     def __call__(self, image: Tensor, parts: Tensor | None) -> Pair:
-        image = TF.resize(image, self.size, antialias=True)
+        if list(image.shape[-2:]) != self.size:
+            image = TF.resize(image, self.size, antialias=True)
         if parts is not None and list(parts.shape[-2:]) != self.size:
             parts = TF.resize(parts, self.size, antialias=True).clamp_(0.0, 1.0)
         return image, parts
