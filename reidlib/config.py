@@ -174,10 +174,12 @@ def packaged_config(name: str) -> dict:
     return yaml.safe_load(ref.read_text()) or {}
 
 
-def profile_config(name: str, profile: str, overrides: dict | None = None) -> dict:
+def profile_config(name: str, profile: str, overrides: dict | None = None, ablation: bool = False) -> dict:
     """The `paper:` section of configs/<name>.yaml, with the profile's overrides and then the caller's.
 
-    File shape:  paper: {...}   ci: {...overrides}   demo: {...overrides}
+    File shape:  paper: {...}   ci: {...overrides}   demo: {...overrides, ablation: {...}}
+    A profile's optional `ablation:` block is a shorter schedule for ablation and sweep rows (so that a
+    demo notebook trains every row within its budget); it applies only when `ablation` is true.
     """
     check_profile(profile)
     raw = packaged_config(name)
@@ -186,6 +188,9 @@ def profile_config(name: str, profile: str, overrides: dict | None = None) -> di
     merged = raw["paper"]
     if profile != "paper":
         merged = deep_merge(merged, raw.get(profile) or {})
+    short = merged.pop("ablation", None) or {}
+    if ablation:
+        merged = deep_merge(merged, short)
     return deep_merge(merged, overrides or {})
 
 

@@ -32,6 +32,7 @@ SCALING_FIELDS = {
     "lr": ("train", "lr"),
     "data set": ("data", "dataset"),
 }
+SPREAD_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
 
 class Workbook:
@@ -63,12 +64,8 @@ class Workbook:
                ablation: bool = False) -> RunConfig:
         """configs/<method>.yaml for this profile, with the notebook's data set, root and seed applied.
 
-        ablation: also apply the profile's `ablation:` block (a shorter schedule for ablation and sweep
-        rows, so that a demo notebook trains every row within its budget; the paper profile has none)."""
-        merged = profile_config(method, self.profile)
-        short = merged.pop("ablation", None) or {}
-        if ablation:
-            merged = deep_merge(merged, short)
+        ablation: also apply the profile's `ablation:` block (see `reidlib.config.profile_config`)."""
+        merged = profile_config(method, self.profile, ablation=ablation)
         data = {k: v for k, v in (("dataset", self.dataset), ("root", self.data_root)) if v is not None}
         notebook = {"seed": self.seed, "tag": tag or method, **({"data": data} if data else {})}
         merged = deep_merge(deep_merge(merged, notebook), overrides or {})
@@ -79,6 +76,16 @@ class Workbook:
         from reidlib.engine import train
 
         return train(cfg, runs_dir=self.out_dir, retrain=self.retrain, device=self.device)
+
+    def seed_spread(self, cfg: RunConfig, seeds=(1,)) -> dict[str, float]:
+        """max - min of each ranking metric over `cfg` trained with its own seed and with each of `seeds`:
+        how far two runs of one table row differ by chance alone, the yardstick for the table's
+        differences (a row that beats another by less than this has not shown anything)."""
+        from reidlib.config import replace
+
+        runs = [self.train(cfg)] + [self.train(replace(cfg, seed=s)) for s in seeds]
+        keys = [k for k in SPREAD_METRICS if all(k in r.metrics for r in runs)]
+        return {k: max(r.metrics[k] for r in runs) - min(r.metrics[k] for r in runs) for k in keys}
 
     def evaluate(self, run, data_overrides: dict | None = None, flip: bool | None = None) -> dict:
         """Evaluate a trained run on its own data or on another split/protocol (e.g. holistic queries)."""

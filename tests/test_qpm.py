@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reidlib.config import ConfigError, RunConfig, from_dict
+from reidlib.config import ConfigError, RunConfig, from_dict, profile_config
 from reidlib.methods import build, names
 from reidlib.methods.base import Embedding
 from reidlib.methods.qpm import (
@@ -250,7 +250,16 @@ def test_registered_and_profiles_parse():
         assert (qpm.data.height, qpm.data.width) == (ide.data.height, ide.data.width)
     paper = RunConfig.from_profile("qpm", "paper")
     assert (paper.data.height, paper.data.batch_p, paper.data.batch_k) == (384, 8, 8)      # Sec. IV-A
+    assert paper.model["init_from"] == "ide"                                               # Sec. IV-A
+    main, short = (profile_config("qpm", "demo", ablation=a) for a in (False, True))
+    assert "ablation" not in main and main["train"]["epochs"] > short["train"]["epochs"]
+    assert profile_config("qpm", "paper", ablation=True) == profile_config("qpm", "paper")
     assert (paper.train.lr, paper.train.weight_decay, paper.train.epochs) == (0.01, 0.0, 70)
+
+
+def test_init_from_ide_placeholder_needs_the_notebook():
+    with pytest.raises(ConfigError, match="QPMRuns"):
+        build("qpm", {**TINY, "init_from": "ide"}, num_classes=4)
 
 
 @pytest.mark.parametrize("row", sorted(ABLATIONS))

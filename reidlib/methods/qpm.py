@@ -17,7 +17,7 @@ Section III, equation by equation:
 
 "Fine-tuned from the IDE model" (Sec. IV-A) is the `stage` switch. `stage: ide` trains the IDE model
 (backbone, GAP, one classifier, cross-entropy). `stage: qpm` with `init_from: <that run's checkpoint>`
-starts QPM from its backbone.
+starts QPM from its backbone; in a config, `init_from: ide` asks the notebook to train that stage first.
 
 Ablations (Tables V-VII) are switches on `QPMConfig`. `ablation_config(row)` maps each table row name,
 spelled as in the paper, to the switches.
@@ -51,6 +51,7 @@ Attention = Literal["isa", "fc_sa", "rga_sa", "ra_sa", "cbam_sa", "none"]
 # Cosine distances lie in [0, 2]. Every distance of Eq. (2) and Eq. (15) is an average of them, so adding
 # this bound to the part distance of a gallery item outside the top-n ranks it behind every re-scored one.
 MAX_COSINE_DISTANCE = 2.0
+IDE_PLACEHOLDER = "ide"  # model.init_from value: "the IDE run of this data" (resolved by papers/qpm.py)
 # Elements per intermediate tensor in chunked all-pairs computations (~64 MB in float32).
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -63,7 +64,8 @@ class QPMConfig:
     backbone: str = "resnet50"            # ResNet-50 with its last down-sampling removed
     pretrained: str | None = None         # backbone weights: a file, a folder or "default" (never downloaded)
     stage: Literal["ide", "qpm"] = "qpm"  # "ide": the IDE model QPM is fine-tuned from (Sec. IV-A)
-    init_from: str | None = None          # checkpoint of a stage-"ide" run: its backbone initialises QPM
+    init_from: str | None = None          # a stage-"ide" run's model file: its backbone initialises QPM;
+    #                                       "ide": the notebook trains that stage first (papers/qpm.py)
     num_parts: int = 6                    # K
     part_dim: int = 1024                  # d (Table X)
     global_dim: int = 1024                # channels of G; not stated, taken equal to d
@@ -328,6 +330,10 @@ class QPM(ReIDMethod):
                 self.global_classifier = _classifier(cfg.global_dim, num_classes)               # W^s
                 if cfg.spatial_attention == "isa" and cfg.isa_id_loss:
                     self.isa_classifier = _classifier(self.attention.reduced_dim, num_classes)  # W^g
+        if cfg.init_from == IDE_PLACEHOLDER:
+            raise ConfigError("model.init_from: 'ide' means 'the IDE run of this data', which "
+                              "reidlib.papers.qpm.QPMRuns trains and fills in; when building QPM yourself, "
+                              "give that run's model.pt (configs/qpm_ide.yaml) or null")
         if cfg.init_from:
             self._load_backbone(cfg.init_from)
 
