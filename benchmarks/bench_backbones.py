@@ -1,9 +1,12 @@
 """Training throughput of the ci/demo backbones: images per second, forward + backward, batch 64.
 
     python benchmarks/bench_backbones.py [--sizes 128x64 96x48] [--iters 3] [--names resnet_small ...]
+                                         [--channels-last]
 
 Prints one Markdown row per (backbone, size), best of `--iters` timed steps after one warm-up step;
-compare with the budget table in DESIGN.md (measured on an otherwise idle machine).
+compare with the budget table in DESIGN.md (measured on an otherwise idle machine). With
+`--channels-last` each cell is "contiguous / channels-last (ratio)", both measured in the same run: the
+ratio behind the engine's `train.channels_last` default.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ DEFAULT = [
     ("resnet_small d18", "resnet_small", {"depth": 18}),
     ("resnet_small d10 IBN-a", "resnet_small", {"depth": 10, "ibn": True}),
     ("vit_tiny_ci s16", "vit_tiny_ci", {}),
-    ("vit_small_demo s16", "vit_small_demo", {}),
-    ("vit_small_demo s12", "vit_small_demo", {"stride": 12}),
+    ("vit_small_demo s16", "vit_small_demo", {}),  # convolutional stem (its default)
+    ("vit_small_demo s16 patchify", "vit_small_demo", {"stem": "patchify"}),
+    ("vit_small_demo s12 patchify", "vit_small_demo", {"stride": 12, "stem": "patchify"}),
     ("clip_tiny_ci", "clip_tiny_ci", {}),
     ("clip_small", "clip_small", {}),
 ]
@@ -41,9 +45,12 @@ def scalar_output(model, images: torch.Tensor, camids: torch.Tensor) -> torch.Te
     return cls.mean() + tokens.mean()
 
 
-def images_per_second(name: str, kwargs: dict, size: tuple[int, int], batch: int, iters: int) -> float:
+def images_per_second(name: str, kwargs: dict, size: tuple[int, int], batch: int, iters: int,
+                      channels_last: bool = False) -> float:
     extra = {} if name.startswith("resnet") else {"img_size": size}
     model = build_backbone(name, **kwargs, **extra).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     images = torch.randn(batch, 3, *size)
     camids = torch.zeros(batch, dtype=torch.long)
     times = []
@@ -63,6 +70,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--names", nargs="*", help="labels to run (default: all)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--channels-last", action="store_true", help="also time channels-last weights")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,8 +81,14 @@ def main() -> None:
     for label, name, kwargs in DEFAULT:
         if args.names and label not in args.names and name not in args.names:
             continue
-        rates = [images_per_second(name, kwargs, size, args.batch, args.iters) for size in sizes]
-        print(f"| {label} | " + " | ".join(f"{r:.0f}" for r in rates) + " |", flush=True)
+        cells = []
+        for size in sizes:
+            rate = images_per_second(name, kwargs, size, args.batch, args.iters)
+            cells.append(f"{rate:.0f}")
+            if args.channels_last:
+                fast = images_per_second(name, kwargs, size, args.batch, args.iters, channels_last=True)
+                cells[-1] += f" / {fast:.0f} ({fast / rate:.2f}x)"
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

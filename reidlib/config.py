@@ -274,6 +274,7 @@ class TrainConfig:
     min_lr: float = 0.0                # cosine floor for the base lr (other groups scale alike)
     eval_every: int = 0                # evaluate every N epochs during training (0: only at the end)
     amp: bool = False                  # mixed precision; CUDA only, ignored on CPU
+    channels_last: bool = True         # 4-D weights in channels-last memory: faster convolutions
     grad_clip: float | None = None     # max global L2 norm of the gradients (None: no clipping)
     flip_test: bool = False            # final evaluation averages original and flipped embeddings
     max_iters_per_epoch: int | None = None  # cap on iterations per epoch (demo budgets)
