@@ -145,9 +145,10 @@ def _prepare_synthocc(size: str) -> None:
     """Generate the profile's SynthOcc set once, before the notebooks (and their timings) start: on a fresh
     machine it is data preparation shared by every notebook, like downloading a data set."""
     from reidlib.data import synthocc
+    from reidlib.data.loader import SYNTHOCC_SEED
 
     start = time.perf_counter()
-    root = synthocc.ensure(size=size, seed=0)  # the set `load_from_config` reads (seed 0)
+    root = synthocc.ensure(size=size, seed=SYNTHOCC_SEED)  # the set `load_from_config` reads
     print(f"SynthOcc {size}: {root} ({time.perf_counter() - start:.1f} s)", flush=True)
 
 

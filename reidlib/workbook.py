@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from reidlib.config import RunConfig, check_profile, deep_merge, from_dict, profile_config
+from reidlib.config import RunConfig, check_profile, deep_merge, from_dict, profile_config, replace
 from reidlib.paths import project_root, results_dir
 from reidlib.runs import atomic_write_json, read_json
 
@@ -81,15 +81,12 @@ class Workbook:
         """max - min of each ranking metric over `cfg` trained with its own seed and with each of `seeds`:
         how far two runs of one table row differ by chance alone, the yardstick for the table's
         differences (a row that beats another by less than this has not shown anything)."""
-        from reidlib.config import replace
-
         runs = [self.train(cfg)] + [self.train(replace(cfg, seed=s)) for s in seeds]
         keys = [k for k in SPREAD_METRICS if all(k in r.metrics for r in runs)]
         return {k: max(r.metrics[k] for r in runs) - min(r.metrics[k] for r in runs) for k in keys}
 
     def evaluate(self, run, data_overrides: dict | None = None, flip: bool | None = None) -> dict:
         """Evaluate a trained run on its own data or on another split/protocol (e.g. holistic queries)."""
-        from reidlib.config import replace
         from reidlib.data.loader import load_from_config
         from reidlib.engine import evaluate_model
 
@@ -119,7 +116,6 @@ class Workbook:
         images under the method's own distance, framed green (match) or red."""
         import numpy as np
 
-        from reidlib.config import replace
         from reidlib.data.images import read_image
         from reidlib.data.loader import build_test_loader, load_from_config
         from reidlib.engine import extract

@@ -26,6 +26,8 @@ from reidlib.data.sampler import RandomIdentitySampler
 from reidlib.data.transforms import ReidTransform, build_transforms, to_uint8_image
 from reidlib.seed import seed_worker
 
+SYNTHOCC_SEED = 0  # the SynthOcc set every config reads when data.root is null
+
 
 class ReidImageDataset(Dataset):
     """Records -> dicts of tensors. `root` is the data set root under which `masks/<source>/` lives
@@ -135,7 +137,7 @@ def load_from_config(cfg: DataConfig, mask_splits: Sequence[str] = ("train",)) -
                               f"data.dataset: synthocc, which is generated when data.root is null")
         from reidlib.data import synthocc
 
-        root = synthocc.ensure(size=cfg.synth_size, seed=0)
+        root = synthocc.ensure(size=cfg.synth_size, seed=SYNTHOCC_SEED)
         dataset = load_dataset("synthocc", root, on_corrupt=cfg.on_corrupt, protocol=cfg.protocol)
     else:
         options = {"protocol": cfg.protocol} if cfg.dataset == "synthocc" else {}
@@ -147,6 +149,6 @@ def load_from_config(cfg: DataConfig, mask_splits: Sequence[str] = ("train",)) -
 
 
 __all__ = [
-    "ReidImageDataset", "TrainLoader", "build_train_loader", "build_test_loader",
+    "SYNTHOCC_SEED", "ReidImageDataset", "TrainLoader", "build_train_loader", "build_test_loader",
     "load_from_config",
 ]

@@ -91,7 +91,6 @@ class OverlapPatchEmbed(nn.Module):
         self.grid_size = patch_grid(self.img_size, patch_size, stride)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         check_stem(stem, self.img_size, patch_size, stride)
-        self.stem = stem
         if stem == "conv":
             self.proj = ConvStem(in_chans, dim)
         else:
