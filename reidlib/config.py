@@ -273,7 +273,7 @@ class TrainConfig:
     gamma: float = 0.1
     min_lr: float = 0.0                # cosine floor for the base lr (other groups scale alike)
     eval_every: int = 0                # evaluate every N epochs during training (0: only at the end)
-    amp: bool = False                  # mixed precision; CUDA only, ignored on CPU
+    amp: bool = False                  # autocast: float16 on CUDA, bfloat16 on CPUs with native support
     channels_last: bool = True         # 4-D weights in channels-last memory: faster convolutions
     grad_clip: float | None = None     # max global L2 norm of the gradients (None: no clipping)
     flip_test: bool = False            # final evaluation averages original and flipped embeddings

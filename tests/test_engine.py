@@ -17,6 +17,7 @@ from reidlib.config import TrainConfig, replace
 from reidlib.engine import LRFactor, NonFiniteLossError, build_optimizer, evaluate_model, extract, train
 from reidlib.engine.loop import resolved_model_config
 from reidlib.engine.progress import resolve_mode
+from reidlib.engine.step import StepContext, amp_available, amp_dtype
 from reidlib.seed import get_rng_state, preserved_rng, seed_everything, set_rng_state
 
 METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
@@ -177,6 +178,17 @@ def test_method_train_step_replaces_the_default_step(dataset, tmp_path):
                 tmp_path, dataset=dataset, progress="off")
     assert TwoStepMethod.step_calls - before == 4  # 2 epochs x 2 capped iterations
     assert run.metrics["iterations"] == 4 and set(run.history[0]["terms"]) == {"ce", "l2"}
+
+
+def test_amp_is_bfloat16_autocast_on_cpu_and_float16_on_cuda():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert (amp_dtype(cpu), amp_dtype(cuda)) == (torch.bfloat16, torch.float16)
+    ctx = StepContext(method=torch.nn.Identity(), forward=torch.nn.Identity(), device=cpu,
+                      amp=True, grad_clip=None, epoch=1, epochs=1, step=1, steps=1)
+    with ctx.autocast():
+        out = torch.nn.Linear(4, 2)(torch.randn(3, 4))
+    assert out.dtype == torch.bfloat16
+    assert amp_available(cuda) and not amp_available(torch.device("meta"))
 
 
 # ------------------------------------------------------------------------------------ seeding

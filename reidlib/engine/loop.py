@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from reidlib.engine.distributed import DistContext
 from reidlib.engine.inference import evaluate_model, wants_masks
 from reidlib.engine.optim import build_optimizer, build_scheduler
 from reidlib.engine.progress import Progress, resolve_mode
-from reidlib.engine.step import StepContext, default_train_step, loss_values
+from reidlib.engine.step import StepContext, amp_available, amp_dtype, default_train_step, loss_values
 from reidlib.seed import get_rng_state, preserved_rng, seed_everything, set_rng_state
 
 Callback = Callable[[int, dict], None]  # (1-based epoch, that epoch's history record)
@@ -224,8 +225,11 @@ class _Trainer:
         self.model = memory_format(model, self.tcfg).to(dev)
         self.optimizer = build_optimizer(self.model, self.tcfg)
         self.scheduler = build_scheduler(self.optimizer, self.tcfg)
-        self.amp = self.tcfg.amp and dev.type == "cuda"
-        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp)
+        self.amp = self.tcfg.amp and amp_available(dev)
+        if self.tcfg.amp and not self.amp:
+            warnings.warn(f"train.amp: {dev} has no native bfloat16 kernels, so this run trains in float32 "
+                          "(set train.amp: false to silence this)", stacklevel=2)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp and amp_dtype(dev) == torch.float16)
         self.loader = build_train_loader(dataset, cfg.data, seed=cfg.seed, rank=ctx.rank,
                                          world_size=ctx.world_size)
         self.state = _State()

@@ -25,6 +25,20 @@ import torch
 from torch import Tensor, nn
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """Autocast precision: float16 with a gradient scaler on CUDA; bfloat16 on CPU, which keeps float32's
+    exponent range, so gradients cannot underflow and no scaler is needed."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def amp_available(device: torch.device) -> bool:
+    """Whether `train.amp` pays off here: CUDA, or a CPU whose oneDNN has native bfloat16 kernels
+    (AVX512-BF16 / AMX); elsewhere bfloat16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite; the message names the epoch, step and term."""
 
@@ -36,7 +50,7 @@ class StepContext:
     method: nn.Module                    # the method itself (loss, param_groups, ...)
     forward: Callable[..., dict]         # the possibly DDP-wrapped module: call this for forward passes
     device: torch.device
-    amp: bool                            # autocast active (CUDA and train.amp)
+    amp: bool                            # autocast active (train.amp where `amp_available`)
     grad_clip: float | None
     epoch: int                           # 1-based
     epochs: int
@@ -47,7 +61,7 @@ class StepContext:
     all_ranks: Callable[[bool], bool] = bool
 
     def autocast(self) -> AbstractContextManager:
-        return torch.autocast(device_type=self.device.type, enabled=self.amp)
+        return torch.autocast(device_type=self.device.type, dtype=amp_dtype(self.device), enabled=self.amp)
 
     def clip_grad(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         """Unscale and clip the global gradient norm to `grad_clip` (no-op when clipping is off)."""
@@ -112,4 +126,5 @@ def default_train_step(batch: dict[str, Tensor], optimizer: torch.optim.Optimize
     return terms
 
 
-__all__ = ["NonFiniteLossError", "StepContext", "default_train_step", "loss_values", "forward_kwargs"]
+__all__ = ["NonFiniteLossError", "StepContext", "amp_available", "amp_dtype", "default_train_step",
+           "loss_values", "forward_kwargs"]
