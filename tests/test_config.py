@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from reidlib import config
 from reidlib.config import (
     ConfigError,
     DataConfig,
@@ -11,6 +12,7 @@ from reidlib.config import (
     deep_merge,
     from_dict,
     load_yaml,
+    profile_config,
     replace,
     save_yaml,
     to_dict,
@@ -58,3 +60,15 @@ def test_registry_errors_list_known_names():
         reg.get("c")
     with pytest.raises(ValueError, match="registered twice"):
         reg.register("a")(object)
+
+
+def test_profile_overrides_and_the_ablation_block(monkeypatch):
+    raw = {"paper": {"train": {"epochs": 70, "lr": 0.01}},
+           "demo": {"train": {"epochs": 5}, "ablation": {"train": {"epochs": 2}}}}
+    monkeypatch.setattr(config, "packaged_config", lambda name: raw)
+    main, short = (profile_config("m", "demo", ablation=a) for a in (False, True))
+    assert main == {"train": {"epochs": 5, "lr": 0.01}}              # the block is stripped, not applied
+    assert short == {"train": {"epochs": 2, "lr": 0.01}}
+    assert profile_config("m", "paper", ablation=True) == raw["paper"]  # other profiles' blocks never leak
+    overridden = profile_config("m", "demo", {"train": {"lr": 0.1}}, ablation=True)
+    assert overridden["train"] == {"epochs": 2, "lr": 0.1}
