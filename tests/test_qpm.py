@@ -250,10 +250,8 @@ def test_registered_and_profiles_parse():
         assert (qpm.data.height, qpm.data.width) == (ide.data.height, ide.data.width)
     paper = RunConfig.from_profile("qpm", "paper")
     assert (paper.data.height, paper.data.batch_p, paper.data.batch_k) == (384, 8, 8)      # Sec. IV-A
-    assert paper.model["init_from"] == "ide"                                               # Sec. IV-A
-    main, short = (profile_config("qpm", "demo", ablation=a) for a in (False, True))
-    assert "ablation" not in main and main["train"]["epochs"] > short["train"]["epochs"]
-    assert profile_config("qpm", "paper", ablation=True) == profile_config("qpm", "paper")
+    for profile in ("ci", "demo", "paper"):                                               # Sec. IV-A
+        assert profile_config("qpm", profile)["model"]["init_from"] == "ide"
     assert (paper.train.lr, paper.train.weight_decay, paper.train.epochs) == (0.01, 0.0, 70)
 
 

@@ -1,8 +1,8 @@
 """notebooks/03_qpm.ipynb: QPM's runs (IDE stage, then every table row), tables and figures.
 
 Every row of Tables V-VII is `reidlib.methods.qpm.ablation_config(row)` on top of configs/qpm.yaml. With
-`model.init_from: ide` (paper and ci profiles) every QPM run is initialised from one IDE run of the same
-data (Sec. IV-A), as in the paper; the demo profile trains from scratch (see configs/qpm.yaml).
+`model.init_from: ide` (every profile) every QPM run is initialised from one IDE run of the same data
+(Sec. IV-A), as in the paper.
 """
 
 from __future__ import annotations
@@ -31,21 +31,25 @@ class QPMRuns:
 
     def __init__(self, wb, data: dict | None = None):
         self.wb, self.data = wb, data or {}
-        self._ide: dict[bool, str] = {}
+        self._ide: dict[bool, object] = {}
 
-    def ide(self, ablation: bool = False) -> str:
-        """Path of the IDE model the QPM runs start from (trained once, then cached)."""
+    def ide(self, ablation: bool = False):
+        """The IDE run the QPM runs start from (trained once, then cached)."""
         if ablation not in self._ide:
             cfg = self.wb.config("qpm_ide", {"data": self.data}, tag="IDE", ablation=ablation)
-            self._ide[ablation] = str(self.wb.train(cfg).path / "model.pt")
+            self._ide[ablation] = self.wb.train(cfg)
         return self._ide[ablation]
+
+    def ide_runs(self) -> dict:
+        """The IDE runs trained so far, by name ({} when the profile does not chain IDE)."""
+        return {"IDE (ablation schedule)" if ablation else "IDE": run for ablation, run in self._ide.items()}
 
     def config(self, row: str = "QPM", model: dict | None = None, ablation: bool = False):
         """The row's config; `init_from: ide` (the paper profile's, Sec. IV-A) becomes the IDE run's file."""
         overrides = {"data": self.data, "model": deep_merge(ablation_config(row), model or {})}
         cfg = self.wb.config("qpm", overrides, tag=row, ablation=ablation)
         if cfg.model.get("init_from") == IDE_PLACEHOLDER:
-            overrides["model"]["init_from"] = self.ide(ablation)
+            overrides["model"]["init_from"] = str(self.ide(ablation).path / "model.pt")
             cfg = self.wb.config("qpm", overrides, tag=row, ablation=ablation)
         return cfg
 
@@ -86,7 +90,7 @@ def gamma_sweep(run, gammas: Sequence[float], wb) -> dict[str, dict]:
     out = {}
     for gamma in gammas:
         model.cfg.gamma = float(gamma)
-        out[f"gamma={gamma:g}"] = evaluate(model.distance(q, g).numpy(), qp, gp, qc, gc).as_dict()
+        out[f"gamma={gamma:.1f}"] = evaluate(model.distance(q, g).numpy(), qp, gp, qc, gc).as_dict()
     return out
 
 
