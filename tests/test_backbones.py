@@ -87,6 +87,12 @@ def test_hrnet_concatenates_upsampled_branches():
     assert out.shape == (1, 480, 64, 32)
 
 
+def test_an_option_the_backbone_lacks_is_named():
+    message = r"backbone 'hrnet_w32' has no option\(s\) \['last_stride'\] \(its options: \['img_size'\]\)"
+    with pytest.raises(ValueError, match=message):
+        build_backbone("hrnet_w32", last_stride=1)
+
+
 # ---- ViT ------------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ folder $REIDLIB_WEIGHTS, default ~/.cache/reidlib/weights). Nothing is ever down
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -50,7 +51,15 @@ def build_backbone(
     """Build backbone `name`; `kwargs` go to its factory (e.g. img_size, stride, num_cameras, ibn, depth).
 
     The module's `load_report` attribute is the `LoadReport` of its pretrained weights (None if random)."""
-    return BACKBONES.get(name)(pretrained=pretrained, sha256=sha256, **kwargs)
+    factory = BACKBONES.get(name)
+    params = inspect.signature(factory).parameters
+    forwards = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    options = set(params) - {"pretrained", "sha256"}
+    unknown = [] if forwards else sorted(set(kwargs) - options)
+    if unknown:  # e.g. BoT's last_stride on HRNet, whose output stride is fixed
+        raise ValueError(f"backbone {name!r} has no option(s) {unknown} (its options: {sorted(options)}); "
+                         "pick a backbone that takes them")
+    return factory(pretrained=pretrained, sha256=sha256, **kwargs)
 
 
 def backbone_kind(model: nn.Module) -> str:
