@@ -1,12 +1,13 @@
 """Training throughput of the ci/demo backbones: images per second, forward + backward, batch 64.
 
     python benchmarks/bench_backbones.py [--sizes 128x64 96x48] [--iters 3] [--names resnet_small ...]
-                                         [--channels-last]
+                                         [--channels-last] [--amp]
 
 Prints one Markdown row per (backbone, size), best of `--iters` timed steps after one warm-up step;
 compare with the budget table in DESIGN.md (measured on an otherwise idle machine). With
-`--channels-last` each cell is "contiguous / channels-last (ratio)", both measured in the same run: the
-ratio behind the engine's `train.channels_last` default.
+`--channels-last` a cell adds channels-last weights, with `--amp` bfloat16 autocast (on top of
+channels-last when both are given), each as "rate (ratio to the plain float32 rate of the same run)": the
+ratios behind `train.channels_last` (default on) and `train.amp` (on where it pays off).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def scalar_output(model, images: torch.Tensor, camids: torch.Tensor) -> torch.Te
 
 
 def images_per_second(name: str, kwargs: dict, size: tuple[int, int], batch: int, iters: int,
-                      channels_last: bool = False) -> float:
+                      channels_last: bool = False, amp: bool = False) -> float:
     extra = {} if name.startswith("resnet") else {"img_size": size}
     model = build_backbone(name, **kwargs, **extra).train()
     if channels_last:
@@ -56,7 +57,9 @@ def images_per_second(name: str, kwargs: dict, size: tuple[int, int], batch: int
     times = []
     for i in range(iters + 1):  # first iteration warms up allocators and kernels
         start = time.perf_counter()
-        scalar_output(model, images, camids).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = scalar_output(model, images, camids)
+        out.backward()
         model.zero_grad(set_to_none=True)
         if i:
             times.append(time.perf_counter() - start)
@@ -71,6 +74,7 @@ def main() -> None:
     parser.add_argument("--names", nargs="*", help="labels to run (default: all)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--channels-last", action="store_true", help="also time channels-last weights")
+    parser.add_argument("--amp", action="store_true", help="also time bfloat16 autocast")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,12 +85,15 @@ def main() -> None:
     for label, name, kwargs in DEFAULT:
         if args.names and label not in args.names and name not in args.names:
             continue
+        variants = [{"channels_last": True}] if args.channels_last else []
+        if args.amp:
+            variants.append({"channels_last": args.channels_last, "amp": True})
         cells = []
         for size in sizes:
             rate = images_per_second(name, kwargs, size, args.batch, args.iters)
             cells.append(f"{rate:.0f}")
-            if args.channels_last:
-                fast = images_per_second(name, kwargs, size, args.batch, args.iters, channels_last=True)
+            for variant in variants:
+                fast = images_per_second(name, kwargs, size, args.batch, args.iters, **variant)
                 cells[-1] += f" / {fast:.0f} ({fast / rate:.2f}x)"
         print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
 
