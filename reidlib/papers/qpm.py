@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ from PIL import Image
 from reidlib import reported, tables
 from reidlib.config import deep_merge
 from reidlib.methods.qpm import IDE_PLACEHOLDER, TABLE_V, TABLE_VI, TABLE_VII, ablation_config
+
+if TYPE_CHECKING:
+    from reidlib.engine import Run
 
 PAPER = "qpm"
 # SynthOcc protocols standing in for the paper's benchmarks (transfer: trained on the holistic protocol).
@@ -31,21 +35,21 @@ class QPMRuns:
 
     def __init__(self, wb, data: dict | None = None):
         self.wb, self.data = wb, data or {}
-        self._ide: dict[bool, object] = {}
+        self._ide: dict[bool, Run] = {}
 
-    def ide(self, ablation: bool = False):
+    def ide(self, ablation: bool = False) -> Run:
         """The IDE run the QPM runs start from (trained once, then cached)."""
         if ablation not in self._ide:
             cfg = self.wb.config("qpm_ide", {"data": self.data}, tag="IDE", ablation=ablation)
             self._ide[ablation] = self.wb.train(cfg)
         return self._ide[ablation]
 
-    def ide_runs(self) -> dict:
+    def ide_runs(self) -> dict[str, Run]:
         """The IDE runs trained so far, by name ({} when the profile does not chain IDE)."""
         return {"IDE (ablation schedule)" if ablation else "IDE": run for ablation, run in self._ide.items()}
 
     def config(self, row: str = "QPM", model: dict | None = None, ablation: bool = False):
-        """The row's config; `init_from: ide` (the paper profile's, Sec. IV-A) becomes the IDE run's file."""
+        """The row's config; `init_from: ide` (Sec. IV-A) becomes the IDE run's model file."""
         overrides = {"data": self.data, "model": deep_merge(ablation_config(row), model or {})}
         cfg = self.wb.config("qpm", overrides, tag=row, ablation=ablation)
         if cfg.model.get("init_from") == IDE_PLACEHOLDER:
