@@ -111,34 +111,27 @@ class Workbook:
         images, pids, camids = (sample[k][:batch] for k in ("image", "pid", "camid"))
         return cost_row(run.load_model(), images, pids, camids)
 
-    def rankings(self, run, queries: int = 4, top: int = 8, data_overrides: dict | None = None):
-        """Ranking-list figure: the first query of `queries` different identities and its top gallery
-        images under the method's own distance, framed green (match) or red."""
-        import numpy as np
+    def rankings(self, runs, queries: int = 4, top: int = 8, data_overrides: dict | None = None):
+        """Ranking-list figure of a run, or of several runs {name: run} side by side: the first query of
+        `queries` identities, each followed by its top gallery images framed green (match) or red."""
+        from reidlib.rankings import ranking_figure
 
-        from reidlib.data.images import read_image
-        from reidlib.data.loader import build_test_loader, load_from_config
-        from reidlib.engine import extract
-        from reidlib.evaluation import rank_list
-        from reidlib.viz import ranking_grid
+        ranked = self._ranked(runs, data_overrides)
+        return ranking_figure(ranked, next(iter(ranked.values())).first_query_per_identity(queries), top)
 
-        data_cfg = replace(run.config.data, **(data_overrides or {}))
-        ds, model = load_from_config(data_cfg), run.load_model()
-        loaders = [build_test_loader(recs, data_cfg, root=ds.root) for recs in (ds.query, ds.gallery)]
-        (q, q_pids, q_cams), (g, g_pids, g_cams) = [extract(model, loader) for loader in loaders]
-        dist = model.distance(q, g).numpy()
-        picks = [int(np.flatnonzero(q_pids == pid)[0]) for pid in sorted(set(q_pids.tolist()))[:queries]]
+    def browse_rankings(self, runs, top: int = 8, data_overrides: dict | None = None):
+        """With `interactive`: a slider over every query that redraws `rankings` for it (None otherwise,
+        so a cell ending in this call shows nothing in a batch run)."""
+        from reidlib.rankings import ranking_browser
 
-        def show(path: str) -> np.ndarray:
-            size = (data_cfg.width, data_cfg.height)
-            return np.asarray(read_image(path).resize(size)) / 255.0
+        return ranking_browser(self._ranked(runs, data_overrides), top) if self.interactive else None
 
-        lists = [rank_list(dist, i, top, q_pids=q_pids, g_pids=g_pids, q_camids=q_cams, g_camids=g_cams)
-                 for i in picks]
-        gallery = [np.stack([show(ds.gallery[j].path) for j in r.gallery_indices]) for r in lists]
-        labels = [f"query {ds.query[i].pid}" for i in picks]
-        return ranking_grid(np.stack([show(ds.query[i].path) for i in picks]), gallery,
-                            [r.matches for r in lists], row_labels=labels)
+    def _ranked(self, runs, data_overrides: dict | None) -> dict:
+        from reidlib.rankings import rank_test
+
+        named = runs if isinstance(runs, dict) else {"": runs}
+        return {name: rank_test(run, replace(run.config.data, **(data_overrides or {})))
+                for name, run in named.items()}
 
     def occlusion_gap(self, runs: dict, holistic: dict | None = None) -> pd.DataFrame:
         """Each run on its own (occluded) queries and on a holistic twin of its test data, with the gap.
