@@ -1,6 +1,6 @@
 """Ranking lists of trained runs: the static figure every notebook draws and its interactive browser.
 
-    ranked = {name: rank_test(run) for name, run in runs.items()}   # one extraction per run
+    ranked = {name: rank_test(run, run.config.data) for name, run in runs.items()}  # one extraction each
     ranking_figure(ranked, picks=[0, 5], top=8)   # a row per (query, run): the query, then its top 8
     ranking_browser(ranked, top=8)                # ipywidgets: a slider over every query redraws the rows
 """
