@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check reidlib tests benchmarks
+	$(BIN)/ruff check reidlib tests benchmarks experiments
 
 bench: $(STAMP)
 	$(BIN)/pip install -e '.[dev,bench]'
