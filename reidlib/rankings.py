@@ -44,13 +44,13 @@ class RankedTest:
 
 
 def rank_test(run, data_cfg) -> RankedTest:
-    """Extract `run`'s query and gallery embeddings on `data_cfg`'s test split and rank them."""
-    from reidlib.data.loader import build_test_loader, load_from_config
-    from reidlib.engine import extract
+    """Extract `run`'s query and gallery embeddings on `data_cfg`'s test split (as its evaluation does,
+    flip-averaged when `train.flip_test`) and rank them."""
+    from reidlib.data.loader import load_from_config
+    from reidlib.engine import extract_test
 
     ds, model = load_from_config(data_cfg), run.load_model()
-    loaders = [build_test_loader(records, data_cfg, root=ds.root) for records in (ds.query, ds.gallery)]
-    (q, q_pids, q_cams), (g, g_pids, g_cams) = [extract(model, loader) for loader in loaders]
+    (q, q_pids, q_cams), (g, g_pids, g_cams) = extract_test(model, ds, data_cfg, run.config.train.flip_test)
     return RankedTest([r.path for r in ds.query], [r.path for r in ds.gallery], model.distance(q, g).numpy(),
                       np.asarray(q_pids), np.asarray(g_pids), np.asarray(q_cams), np.asarray(g_cams),
                       (data_cfg.width, data_cfg.height))

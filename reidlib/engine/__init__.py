@@ -6,10 +6,10 @@
     run.metrics["mAP"], run.history_frame("epoch"), run.load_model()
 """
 
-from reidlib.engine.inference import evaluate_model, extract
+from reidlib.engine.inference import evaluate_model, extract, extract_test
 from reidlib.engine.loop import Run, train
 from reidlib.engine.optim import LRFactor, build_optimizer, build_scheduler
 from reidlib.engine.step import NonFiniteLossError, StepContext, default_train_step
 
-__all__ = ["train", "Run", "extract", "evaluate_model", "NonFiniteLossError", "StepContext",
+__all__ = ["train", "Run", "extract", "extract_test", "evaluate_model", "NonFiniteLossError", "StepContext",
            "default_train_step", "build_optimizer", "build_scheduler", "LRFactor"]

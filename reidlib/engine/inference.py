@@ -74,25 +74,32 @@ def extract(model: nn.Module, loader: Iterable[dict], flip: bool = False,
     return Embedding.cat(embeddings), np.concatenate(pids), np.concatenate(camids)
 
 
+def extract_test(model: nn.Module, dataset, data_cfg: DataConfig, flip: bool = False,
+                 device: torch.device | str | None = None) -> tuple[tuple, tuple]:
+    """`extract` of the query and of the gallery split: ((embedding, pids, camids), (...)). Test loaders come
+    from `build_test_loader(records, data_cfg)`, with part masks when the method's `embed` takes them."""
+    from reidlib.data.loader import build_test_loader
+
+    with_masks = wants_masks(model) and data_cfg.masks is not None
+    query, gallery = (extract(model, build_test_loader(records, data_cfg, root=dataset.root,
+                                                       with_masks=with_masks), flip, device)
+                      for records in (dataset.query, dataset.gallery))
+    return query, gallery
+
+
 def evaluate_model(model: nn.Module, dataset, data_cfg: DataConfig, flip: bool = False,
                    device: torch.device | str | None = None, max_rank: int = 50) -> dict[str, float]:
     """Query-vs-gallery evaluation of `model` on `dataset` with `model.distance`.
 
     Returns fractions (as `EvaluationResult.as_dict`): mAP, rank1, rank5, rank10, mINP; plus
     `inference_images_per_s` (query + gallery images over the extraction time) and
-    `num_valid_queries`. Test loaders come from `build_test_loader(records, data_cfg)` (with part masks
-    when the method's `embed` takes them).
+    `num_valid_queries`. Embeddings come from `extract_test`.
     """
-    from reidlib.data.loader import build_test_loader
     from reidlib.evaluation import evaluate
 
     device = torch.device(device) if device is not None else _device_of(model)
-    with_masks = wants_masks(model) and data_cfg.masks is not None
-    loaders = [build_test_loader(records, data_cfg, root=dataset.root, with_masks=with_masks)
-               for records in (dataset.query, dataset.gallery)]
     start = time.perf_counter()
-    (q_emb, q_pids, q_cams), (g_emb, g_pids, g_cams) = [extract(model, loader, flip, device)
-                                                          for loader in loaders]
+    (q_emb, q_pids, q_cams), (g_emb, g_pids, g_cams) = extract_test(model, dataset, data_cfg, flip, device)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         distmat = model.distance(q_emb.to(device), g_emb.to(device))  # [Q, G]
@@ -102,4 +109,4 @@ def evaluate_model(model: nn.Module, dataset, data_cfg: DataConfig, flip: bool =
             "inference_images_per_s": images / max(seconds, 1e-9)}
 
 
-__all__ = ["extract", "evaluate_model", "wants_masks"]
+__all__ = ["extract", "extract_test", "evaluate_model", "wants_masks"]

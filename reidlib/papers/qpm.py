@@ -83,14 +83,12 @@ def _metric_names(df: pd.DataFrame) -> list[str]:
 
 def gamma_sweep(run, gammas: Sequence[float], wb) -> dict[str, dict]:
     """Table XI without retraining: Eq. (15) re-scored with each gamma on the same embeddings."""
-    from reidlib.data.loader import build_test_loader
-    from reidlib.engine import extract
+    from reidlib.engine import extract_test
     from reidlib.evaluation import evaluate
 
-    model, data_cfg = run.load_model(), run.config.data
-    ds = wb.data(run.config)
-    (q, qp, qc), (g, gp, gc) = [extract(model, build_test_loader(r, data_cfg, root=ds.root))
-                                for r in (ds.query, ds.gallery)]
+    model = run.load_model()
+    (q, qp, qc), (g, gp, gc) = extract_test(model, wb.data(run.config), run.config.data,
+                                            run.config.train.flip_test)
     out = {}
     for gamma in gammas:
         model.cfg.gamma = float(gamma)
