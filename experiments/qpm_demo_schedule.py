@@ -15,8 +15,7 @@ import argparse
 import torch
 
 from reidlib.config import deep_merge
-from reidlib.methods.qpm import ablation_config
-from reidlib.papers.qpm import gamma_sweep
+from reidlib.methods.qpm import ABLATIONS
 from reidlib.workbook import Workbook
 
 FIVE_EPOCHS = {"train": {"epochs": 5, "warmup_epochs": 1, "milestones": [4]}}
@@ -33,11 +32,12 @@ def main() -> None:
     def ide(epochs: int) -> str:
         milestones = [epochs - 2] if epochs > 2 else []
         cfg = wb.config("qpm_ide", {"train": {"epochs": epochs, "milestones": milestones}}, tag="IDE")
-        return str(wb.train(cfg).path / "model.pt")
+        run = wb.train(cfg)
+        return f"{run.config.method}/{run.key}"
 
     def row(name: str, trunk: int | None, overrides: dict | None = None, seed: int = 0, label: str = ""):
-        model = {**ablation_config(name), "init_from": ide(trunk) if trunk else None}
-        cfg = wb.config("qpm", deep_merge({"model": model, "seed": seed}, overrides or {}), tag=name)
+        base = {"model": ABLATIONS[name].model, "seed": seed, "init_from": ide(trunk) if trunk else None}
+        cfg = wb.config("qpm", deep_merge(base, overrides or {}), tag=name)
         run = wb.train(cfg)
         epochs = cfg.train.epochs
         print(f"IDE {trunk or 'none':>4} | {epochs} ep | seed {seed} | {label or name:<32} | "
@@ -46,7 +46,7 @@ def main() -> None:
 
     print("-- the demo profile as committed: a 10-epoch IDE trunk, 2-epoch rows, two seeds")
     for seed in (0, 1):
-        for name in ("Baseline", "Part branch", "QPM"):
+        for name in ("Baseline", "Part branch (trained alone)", "QPM"):
             row(name, 10, seed=seed)
     print("-- a shorter trunk, and none")
     for name in ("Baseline", "QPM"):
@@ -56,11 +56,12 @@ def main() -> None:
     for p in (0.5, 0.0):
         row("QPM", None, deep_merge(FIVE_EPOCHS, {"data": {"erasing_p": p}}), label=f"QPM, erasing_p {p}")
     print("-- 5-epoch rows from the 10-epoch trunk: does QPM overtake Part branch with longer training?")
-    row("Part branch", 10, FIVE_EPOCHS)
+    row("Part branch (trained alone)", 10, FIVE_EPOCHS)
     qpm = row("QPM", 10, FIVE_EPOCHS)
     row("QPM", 10, deep_merge(FIVE_EPOCHS, {"model": {"detach_quality": True}}), label="QPM, detach_quality")
-    for gamma, metrics in gamma_sweep(qpm, (0.0, 0.6, 1.0), wb).items():
-        print(f"   QPM (5 ep) re-scored with {gamma:<10}: mAP {100 * metrics['mAP']:5.1f} | "
+    for gamma in (0.0, 0.6, 1.0):
+        metrics = wb.evaluate(qpm, model_overrides={"gamma": gamma})
+        print(f"   QPM (5 ep) re-scored with gamma={gamma:.1f}: mAP {100 * metrics['mAP']:5.1f} | "
               f"Rank-1 {100 * metrics['rank1']:5.1f}")
     print("-- is the global branch alone sound? GAP global beside BoT, 5 epochs from random init")
     row("GAP global", None, FIVE_EPOCHS)

@@ -174,12 +174,12 @@ def packaged_config(name: str) -> dict:
     return yaml.safe_load(ref.read_text()) or {}
 
 
-def profile_config(name: str, profile: str, overrides: dict | None = None, ablation: bool = False) -> dict:
+def profile_config(name: str, profile: str, overrides: dict | None = None) -> dict:
     """The `paper:` section of configs/<name>.yaml, with the profile's overrides and then the caller's.
 
-    File shape:  paper: {...}   ci: {...overrides}   demo: {...overrides, ablation: {...}}
-    A profile's optional `ablation:` block is a shorter schedule for ablation and sweep rows (so that a
-    demo notebook trains every row within its budget); it applies only when `ablation` is true.
+    File shape:  paper: {...}   ci: {preset: synthocc_ci, ...overrides}   demo: {...}
+    A profile section's `preset:` names a block of configs/presets.yaml (the data and schedule every ci or
+    demo run shares), merged before the section's own keys, which win.
     """
     check_profile(profile)
     raw = packaged_config(name)
@@ -187,11 +187,20 @@ def profile_config(name: str, profile: str, overrides: dict | None = None, ablat
         raise ConfigError(f"reidlib/configs/{name}.yaml has no 'paper:' section")
     merged = raw["paper"]
     if profile != "paper":
-        merged = deep_merge(merged, raw.get(profile) or {})
-    short = merged.pop("ablation", None) or {}
-    if ablation:
-        merged = deep_merge(merged, short)
+        section = dict(raw.get(profile) or {})
+        preset = section.pop("preset", None)
+        if preset is not None:
+            merged = deep_merge(merged, preset_config(preset, where=f"{name}.yaml {profile}.preset"))
+        merged = deep_merge(merged, section)
     return deep_merge(merged, overrides or {})
+
+
+def preset_config(preset: str, where: str = "preset") -> dict:
+    """A block of reidlib/configs/presets.yaml."""
+    presets = packaged_config("presets")
+    if preset not in presets:
+        raise ConfigError(f"{where}: unknown preset {preset!r}; presets.yaml has {sorted(presets)}")
+    return presets[preset]
 
 
 @dataclass
@@ -319,6 +328,10 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     tag: str = ""
+    # An earlier training stage this run starts from: "<method>/<run key>" of a finished run in the same
+    # runs folder (its weights go through `method.load_stage`). In configs/*.yaml it may name a config
+    # instead ("qpm_ide"), which Workbook.train trains first on the same data and then fills in.
+    init_from: str | None = None
 
     @classmethod
     def from_profile(cls, method: str, profile: str, overrides: dict | None = None) -> RunConfig:
@@ -340,5 +353,5 @@ __all__ = [
     "DataConfig", "TrainConfig", "RunConfig",
     "PROFILES", "ConfigError", "dataclass", "field", "deep_merge", "from_dict", "to_dict", "replace",
     "config_hash", "check_range", "check_profile", "load_yaml", "save_yaml", "packaged_config",
-    "profile_config",
+    "profile_config", "preset_config",
 ]

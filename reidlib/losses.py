@@ -65,25 +65,33 @@ def batch_hard_triplet_loss(
     features: Tensor | None = None,
     dist: Tensor | None = None,
     metric: str = "euclidean",
+    average: str = "anchors",
     return_pairs: bool = False,
 ):
-    """Batch-hard triplet loss, averaged over anchors that have a negative in the batch.
+    """Batch-hard triplet loss over the anchors that have a negative in the batch.
 
     labels [N]; exactly one of features [N, D] (distances by `metric`: 'euclidean' or 'cosine') or
     dist [N, N] (any precomputed distance). margin: float -> hard margin relu(d_ap - d_an + margin);
     None -> soft margin softplus(d_ap - d_an).
+    average: "anchors" -> mean over those anchors (Hermans et al.); "violating" -> sum divided by the
+    number of triplets that violate the margin, 1 when none does (QPM Eqs. 3 and 13).
     Returns the loss, or (loss, HardPairs) with return_pairs=True."""
     if (features is None) == (dist is None):
         raise ValueError("give exactly one of features=[N, D] or dist=[N, N]")
     if margin is not None and margin < 0:
         raise ValueError(f"triplet margin must be >= 0 or None (soft margin), got {margin}")
+    if average not in ("anchors", "violating"):
+        raise ValueError(f"average={average!r}; use 'anchors' or 'violating'")
     if dist is None:
         dist = pairwise(features, features, metric)  # [N, N]
     pairs = hard_example_mining(dist, labels)
     if pairs.valid.any():
         gap = pairs.dist_ap[pairs.valid] - pairs.dist_an[pairs.valid]  # [N_valid]
         per_anchor = F.softplus(gap) if margin is None else F.relu(gap + margin)
-        loss = per_anchor.mean()
+        if average == "anchors":
+            loss = per_anchor.mean()
+        else:
+            loss = per_anchor.sum() / (per_anchor > 0).sum().clamp_min(1)
     else:  # one identity only: nothing to push apart; keep the graph so backward() still works
         loss = dist.sum() * 0.0
     return (loss, pairs) if return_pairs else loss

@@ -43,15 +43,16 @@ class RankedTest:
         return [int(np.flatnonzero(self.q_pids == pid)[0]) for pid in np.unique(self.q_pids)[:n]]
 
 
-def rank_test(run, data_cfg) -> RankedTest:
+def rank_test(run, data_cfg, device: str = "cpu") -> RankedTest:
     """Extract `run`'s query and gallery embeddings on `data_cfg`'s test split (as its evaluation does,
     flip-averaged when `train.flip_test`) and rank them."""
     from reidlib.data.loader import load_from_config
     from reidlib.engine import extract_test
 
-    ds, model = load_from_config(data_cfg), run.load_model()
+    ds, model = load_from_config(data_cfg), run.load_model(device)
     (q, q_pids, q_cams), (g, g_pids, g_cams) = extract_test(model, ds, data_cfg, run.config.train.flip_test)
-    return RankedTest([r.path for r in ds.query], [r.path for r in ds.gallery], model.distance(q, g).numpy(),
+    dist = model.distance(q, g).cpu().numpy()
+    return RankedTest([r.path for r in ds.query], [r.path for r in ds.gallery], dist,
                       np.asarray(q_pids), np.asarray(g_pids), np.asarray(q_cams), np.asarray(g_cams),
                       (data_cfg.width, data_cfg.height))
 

@@ -200,6 +200,8 @@ def key_payload(cfg: Any, data_identity: dict, model_config: dict | None = None)
         "data_identity": data_identity,
         "train": train,
         "seed": cfg.seed,
+        # an earlier stage's run key (absent when none, so single-stage keys are unchanged)
+        **({"init_from": cfg.init_from} if getattr(cfg, "init_from", None) else {}),
     }
 
 

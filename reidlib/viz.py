@@ -10,10 +10,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reidlib.methods.base import IMAGENET_MEAN, IMAGENET_STD, Batch
 from reidlib.paths import figures_dir
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MATCH_COLOUR, MISMATCH_COLOUR = "#2ca02c", "#d62728"
 
 
@@ -40,8 +39,11 @@ def image_figure(image, title: str = "", width: float = 10.0):
     return fig
 
 
-def to_display(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """Normalised [N, 3, H, W] tensor -> [N, H, W, 3] floats in [0, 1] for imshow."""
+def to_display(images: torch.Tensor | Batch, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """Normalised [N, 3, H, W] tensor -> [N, H, W, 3] floats in [0, 1] for imshow. A Batch brings its own
+    normalisation (ViT / CLIP data are not normalised with ImageNet statistics)."""
+    if isinstance(images, Batch):
+        images, mean, std = images.images, images.norm_mean, images.norm_std
     m = torch.tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=images.dtype).view(1, 3, 1, 1)
     return (images.detach().cpu() * s + m).clamp(0, 1).permute(0, 2, 3, 1).numpy()
@@ -60,7 +62,7 @@ def _normalise(heat: np.ndarray) -> np.ndarray:
     return (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
 
 
-def heatmap_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], alpha: float = 0.5,
+def heatmap_grid(images: torch.Tensor | Batch, maps: dict[str, torch.Tensor], alpha: float = 0.5,
                  cmap: str = "jet", mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Rows = images; columns = the image, then each named map [N, h, w] overlaid (min-max per image)."""
     pics = to_display(images, mean, std)
@@ -82,8 +84,9 @@ def heatmap_grid(images: torch.Tensor, maps: dict[str, torch.Tensor], alpha: flo
     return fig
 
 
-def part_scores_grid(images: torch.Tensor, scores: torch.Tensor, captions: Sequence[str] | None = None,
-                     mean=IMAGENET_MEAN, std=IMAGENET_STD, cmap: str = "RdYlGn"):
+def part_scores_grid(images: torch.Tensor | Batch, scores: torch.Tensor,
+                     captions: Sequence[str] | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     cmap: str = "RdYlGn"):
     """Horizontal-stripe part scores [N, K] written on their stripes (QPM Fig. 4 style)."""
     pics = to_display(images, mean, std)
     n, h, w = pics.shape[:3]

@@ -1,11 +1,16 @@
 """The notebook-facing layer: one `Workbook` per paper notebook turns its parameters into configs, runs,
 tables, figures and the metrics sidecar, so that notebook cells stay short and logic stays here.
 
-    wb = Workbook("qpm", profile=profile, dataset=dataset, data_root=data_root, out_dir=out_dir, ...)
-    run = wb.train(wb.config("qpm"))
+    wb = Workbook("qpm", **notebook_parameters(globals()))   # the parameters cell's variables
+    qpm = wb.train_row("qpm", "QPM")          # a row of the method's `ablations` (stages trained first)
+    wb.table(wb.ablation_table("qpm", "Table V", spread_row="QPM"), "table5")  # rows from reported/qpm.yaml
     wb.table(df, "table1_occluded_duke")      # runs/results/<profile>/qpm/table1_occluded_duke.{csv,md,tex}
     wb.figure(fig, "fig4_quality_scores")     # figures/qpm/fig4_quality_scores.{png,pdf}
     wb.headline(mAP=..., rank1=...)           # runs/results/<profile>/qpm/metrics.json (reidlib summary)
+
+Staged training: a config whose `init_from` names another config (configs/qpm.yaml: `init_from: qpm_ide`)
+has that stage trained first, on the same data and with the notebook's seed, and starts from its weights;
+the run key holds the stage's run key, so moving `out_dir` keeps the cache.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from reidlib import methods
 from reidlib.config import RunConfig, check_profile, deep_merge, from_dict, profile_config, replace
 from reidlib.paths import project_root, results_dir
 from reidlib.runs import atomic_write_json, read_json
@@ -33,6 +39,17 @@ SCALING_FIELDS = {
     "data set": ("data", "dataset"),
 }
 SPREAD_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+# The notebook parameters (docs/design.md, "Notebook anatomy"), in the order of the parameters cell.
+PARAMETERS = ("profile", "dataset", "data_root", "device", "seed", "run_ablations", "run_sweeps",
+              "interactive", "out_dir", "retrain")
+# The data fields a training stage shares with the run that starts from it (which images, not how many
+# per batch: the stage keeps its own batch and augmentation settings).
+STAGE_DATA_FIELDS = ("dataset", "root", "protocol", "synth_size")
+
+
+def notebook_parameters(namespace: dict) -> dict:
+    """The notebook parameters found in `namespace` (a notebook's `globals()`), for `Workbook(**...)`."""
+    return {name: namespace[name] for name in PARAMETERS if name in namespace}
 
 
 class Workbook:
@@ -58,58 +75,140 @@ class Workbook:
         self.results.mkdir(parents=True, exist_ok=True)
         # ci is the test profile: its figures stay under out_dir instead of replacing the demo's in figures/
         self.figures_root = self.out_dir if profile == "ci" else project_root()
+        self.stages: dict[str, Any] = {}      # training stages trained so far (loss curves)
+        self._extracted: dict[tuple, tuple] = {}
 
     # ------------------------------------------------------------------------------ configs and runs
-    def config(self, method: str, overrides: dict | None = None, tag: str = "",
-               ablation: bool = False) -> RunConfig:
-        """configs/<method>.yaml for this profile, with the notebook's data set, root and seed applied.
-
-        ablation: also apply the profile's `ablation:` block (see `reidlib.config.profile_config`)."""
-        merged = profile_config(method, self.profile, ablation=ablation)
+    def config(self, name: str, overrides: dict | None = None, tag: str = "") -> RunConfig:
+        """configs/<name>.yaml for this profile, with the notebook's data set, root and seed applied; the
+        method config is validated here (a bad key fails now, not when the run starts)."""
+        merged = profile_config(name, self.profile)
         data = {k: v for k, v in (("dataset", self.dataset), ("root", self.data_root)) if v is not None}
-        notebook = {"seed": self.seed, "tag": tag or method, **({"data": data} if data else {})}
+        notebook = {"seed": self.seed, "tag": tag or name, **({"data": data} if data else {})}
         merged = deep_merge(deep_merge(merged, notebook), overrides or {})
-        merged.setdefault("method", method)
-        return from_dict(RunConfig, merged)
+        merged.setdefault("method", name)
+        cfg = from_dict(RunConfig, merged)
+        methods.build_config(cfg.method, cfg.model)
+        return cfg
 
     def train(self, cfg: RunConfig):
+        """Train (or reuse) `cfg`, after the stage its `init_from` names, if any."""
         from reidlib.engine import train
 
-        return train(cfg, runs_dir=self.out_dir, retrain=self.retrain, device=self.device)
+        return train(self.resolve_stage(cfg), runs_dir=self.out_dir, retrain=self.retrain, device=self.device)
+
+    def resolve_stage(self, cfg: RunConfig) -> RunConfig:
+        """`cfg` with an `init_from` that names a config replaced by "<method>/<key>" of that stage's run,
+        trained here on the same data with the notebook's seed (so the seed-spread runs share it)."""
+        if cfg.init_from is None or "/" in cfg.init_from:
+            return cfg
+        data = {k: getattr(cfg.data, k) for k in STAGE_DATA_FIELDS}
+        stage_cfg = self.config(cfg.init_from, {"data": data}, tag=cfg.init_from)
+        stage = self.train(stage_cfg)
+        label = cfg.init_from + "".join(f" ({k}={v})" for k, v in data.items()
+                                        if v != getattr(self.config(cfg.init_from).data, k))
+        self.stages[label] = stage
+        return replace(cfg, init_from=f"{stage.config.method}/{stage.key}")
+
+    # ------------------------------------------------------------------------------ ablation rows
+    def _ablation(self, name: str, row: str):
+        table = methods.get(self.config(name).method).ablations
+        if row not in table:
+            raise ValueError(f"{name} has no ablation row {row!r}; rows: {list(table)}")
+        return table[row]
+
+    def row_config(self, name: str, row: str, data: dict | None = None) -> RunConfig:
+        """The config a row of the method's `ablations` trains (a test-only row: its base row's)."""
+        ablation = self._ablation(name, row)
+        if ablation.base is not None:
+            return self.row_config(name, ablation.base, data)
+        return self.config(name, {"model": ablation.model, "data": data or {}}, tag=row)
+
+    def train_row(self, name: str, row: str, data: dict | None = None):
+        return self.train(self.row_config(name, row, data))
+
+    def row_metrics(self, name: str, row: str, data: dict | None = None) -> dict[str, float]:
+        """The row's metrics: its run's, or its base run's re-scored with the row's `test` switches."""
+        run, test = self.train_row(name, row, data), self._ablation(name, row).test
+        return self.evaluate(run, model_overrides=test) if test else run.metrics
+
+    def ablation_table(self, name: str, table_id: str, spread_row: str | None = None, extra: tuple = (),
+                       sweep: bool = False, data: dict | None = None) -> pd.DataFrame:
+        """A table of the paper (`reported/<paper>.yaml`) with our rows beside it: every reported row that
+        the method's `ablations` names (plus `extra` rows), trained under one protocol, and the seed
+        spread of `spread_row`. Training rows follow `run_ablations` (`run_sweeps` for sweep=True);
+        rows that only re-score a trained run are always shown."""
+        from reidlib import reported
+
+        table = methods.get(self.config(name).method).ablations
+        enabled = self.run_sweeps if sweep else self.run_ablations
+        rows = [r for r in [*reported.table(self.paper, table_id).index, *extra] if r in table]
+        ours = {row: self.row_metrics(name, row, data) for row in rows
+                if enabled or (table[row].test and table[row].base is not None)}
+        if spread_row is not None and enabled:
+            label = f"seed spread of {spread_row} (max - min, seeds {self.seed}-{self.seed + 1})"
+            ours[label] = self.seed_spread(self.row_config(name, spread_row, data), seeds=(self.seed + 1,))
+        return self.compare(table_id, ours, self.config(name, {"data": data or {}}).data.dataset)
+
+    def compare(self, table_id: str, metrics: dict[str, dict], dataset: str) -> pd.DataFrame:
+        """Our rows {name: metrics (fractions)} on `dataset` beside the paper's table `table_id`."""
+        from reidlib import reported, tables
+
+        reported_table = reported.table(self.paper, table_id)
+        names = list(dict.fromkeys(reported_table.columns.get_level_values("metric")))
+        return tables.compare(tables.metrics_table(metrics, dataset, names), reported_table)
 
     def seed_spread(self, cfg: RunConfig, seeds=(1,)) -> dict[str, float]:
         """max - min of each ranking metric over `cfg` trained with its own seed and with each of `seeds`:
         how far two runs of one table row differ by chance alone, the yardstick for the table's
         differences (a row that beats another by less than this has not shown anything)."""
-        runs = [self.train(cfg)] + [self.train(replace(cfg, seed=s)) for s in seeds]
+        runs = [self.train(cfg)] + [self.train(replace(cfg, seed=s)) for s in seeds]  # stages shared
         keys = [k for k in SPREAD_METRICS if all(k in r.metrics for r in runs)]
         return {k: max(r.metrics[k] for r in runs) - min(r.metrics[k] for r in runs) for k in keys}
 
-    def evaluate(self, run, data_overrides: dict | None = None, flip: bool | None = None) -> dict:
-        """Evaluate a trained run on its own data or on another split/protocol (e.g. holistic queries)."""
-        from reidlib.data.loader import load_from_config
-        from reidlib.engine import evaluate_model
+    def evaluate(self, run, data_overrides: dict | None = None, model_overrides: dict | None = None,
+                 flip: bool | None = None) -> dict:
+        """Evaluate a trained run on its own data or on another split/protocol (e.g. holistic queries),
+        optionally with matching-only switches of its method config (`model_overrides`, e.g. a distance
+        weight: the embeddings, extracted once per run and data, are re-scored)."""
+        from reidlib.evaluation import evaluate
 
+        model = run.load_model(self.device)
+        if model_overrides:
+            model.cfg = replace(model.cfg, **model_overrides)
         data_cfg = replace(run.config.data, **(data_overrides or {}))
         flip = run.config.train.flip_test if flip is None else flip
-        return evaluate_model(run.load_model(), load_from_config(data_cfg), data_cfg, flip=flip)
+        (q, qp, qc), (g, gp, gc) = self._embeddings(run, model, data_cfg, flip)
+        dist = model.distance(q.to(model_device(model)), g.to(model_device(model)))
+        return evaluate(dist.float().cpu().numpy(), qp, gp, qc, gc).as_dict()
 
-    def data(self, cfg: RunConfig):
-        """The ReidDataset a run config trains and tests on (SynthOcc is generated on first use)."""
+    def _embeddings(self, run, model, data_cfg, flip: bool):
+        from reidlib.config import config_hash
+        from reidlib.engine import extract_test
+
+        key = (str(run.path), config_hash(data_cfg), flip)
+        if key not in self._extracted:
+            self._extracted[key] = extract_test(model, self.data(data_cfg), data_cfg, flip)
+        return self._extracted[key]
+
+    def data(self, cfg):
+        """The ReidDataset of a run config or data config (SynthOcc is generated on first use)."""
         from reidlib.data.loader import load_from_config
 
-        return load_from_config(cfg.data)
+        return load_from_config(getattr(cfg, "data", cfg))
 
     def cost(self, run, batch: int = 16) -> dict:
-        """Parameters, FLOPs, train s/iter and inference ms/image of a trained run, measured here on a
-        batch of its own training images at its own resolution."""
+        """Parameters, FLOPs, train s/iter (the method's own training step with the run's optimiser) and
+        inference ms/image of a trained run, measured here on a batch of its own training images."""
         from reidlib.cost import cost_row
         from reidlib.data.loader import build_train_loader
+        from reidlib.methods.base import Batch
 
         cfg = run.config
-        sample = next(iter(build_train_loader(self.data(cfg), cfg.data, seed=cfg.seed)))
-        images, pids, camids = (sample[k][:batch] for k in ("image", "pid", "camid"))
-        return cost_row(run.load_model(), images, pids, camids)
+        item = next(iter(build_train_loader(self.data(cfg), cfg.data, seed=cfg.seed)))
+        sample = Batch.from_loader(item, cfg.data)[:batch]
+        model = run.load_model(self.device)
+        return cost_row(model, sample.to(model_device(model)), cfg.train)
 
     def rankings(self, runs, queries: int = 4, top: int = 8, data_overrides: dict | None = None):
         """Ranking-list figure of a run, or of several runs {name: run} side by side: the first query of
@@ -130,7 +229,7 @@ class Workbook:
         from reidlib.rankings import rank_test
 
         named = runs if isinstance(runs, dict) else {"": runs}
-        return {name: rank_test(run, replace(run.config.data, **(data_overrides or {})))
+        return {name: rank_test(run, replace(run.config.data, **(data_overrides or {})), self.device)
                 for name, run in named.items()}
 
     def occlusion_gap(self, runs: dict, holistic: dict | None = None) -> pd.DataFrame:
@@ -150,19 +249,40 @@ class Workbook:
         return pd.concat(parts, axis=1)
 
     def samples(self, cfg: RunConfig, n: int = 4, split: str = "query"):
-        """First image of `n` identities of a split, as the test transform gives them: (images, camids)."""
-        import torch
-
-        from reidlib.data.loader import build_test_loader
-
+        """The first image of `n` identities of a split, as the test transform gives them (a Batch that
+        carries its normalisation, for figures)."""
         ds = self.data(cfg)
-        records = ds.split(split)
-        first = {}
-        for rec in records:
+        first: dict[int, Any] = {}
+        for rec in ds.split(split):
             first.setdefault(rec.pid, rec)
-        picks = list(first.values())[:n]
-        batch = next(iter(build_test_loader(picks, cfg.data, root=ds.root)))
-        return batch["image"], torch.as_tensor(batch["camid"])
+        return self._batch(list(first.values())[:n], cfg)
+
+    def example_queries(self, cfg: RunConfig, per_kind: int = 3):
+        """Queries occluded by objects, then by pedestrians (SynthOcc): (Batch, captions)."""
+        from reidlib.visibility import example_queries
+
+        picks, captions = example_queries(self.data(cfg), per_kind)
+        return self._batch(picks, cfg), captions
+
+    def _batch(self, records: list, cfg: RunConfig):
+        from reidlib.data.loader import build_test_loader
+        from reidlib.methods.base import Batch
+
+        masks = methods.get(cfg.method).test_masks
+        loader = build_test_loader(records, cfg.data, root=self.data(cfg).root, with_masks=masks)
+        return Batch.from_loader(next(iter(loader)), cfg.data)
+
+    def explain(self, run, batch) -> dict:
+        """`explain` of a trained run on a Batch (tensors on the CPU)."""
+        model = run.load_model(self.device)
+        return {k: v.float().cpu() for k, v in model.explain(batch.to(model_device(model))).items()}
+
+    def score_vs_visibility(self, run) -> pd.DataFrame:
+        """Per (query, part): the run's part score, the part's true visible fraction, the occluder kind
+        (reidlib.visibility; SynthOcc only)."""
+        from reidlib.visibility import score_vs_visibility
+
+        return score_vs_visibility(run.load_model(self.device), self.data(run.config), run.config.data)
 
     def loss_curves(self, runs: dict):
         """Total training loss per epoch of several runs (from their history.jsonl)."""
@@ -178,9 +298,9 @@ class Workbook:
         fig.tight_layout()
         return fig
 
-    def scaling(self, method: str) -> pd.DataFrame:
+    def scaling(self, name: str) -> pd.DataFrame:
         """The paper's settings beside this profile's (DESIGN.md: "the scaling stated in one table")."""
-        paper, here = profile_config(method, "paper"), profile_config(method, self.profile)
+        paper, here = profile_config(name, "paper"), profile_config(name, self.profile)
 
         def pick(cfg: dict, path: tuple[str, str]) -> Any:
             return (cfg.get(path[0]) or {}).get(path[1], "-")
@@ -221,3 +341,7 @@ class Workbook:
         side = self._sidecar()
         side.setdefault(kind, {})[name] = paths
         atomic_write_json(self.results / "metrics.json", side)
+
+
+def model_device(model) -> Any:
+    return next(model.parameters()).device

@@ -157,8 +157,14 @@ def test_camera_embedding_acts_only_through_camids():
         assert torch.allclose(vit(x, torch.tensor([2, 0])), plain(x), atol=1e-6)
     with pytest.raises(ValueError, match="camids"):
         vit(x)
-    with pytest.raises(ValueError, match="num_cameras"):
-        vit(x, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=">= 0"):
+        vit(x, torch.tensor([0, -1]))
+    vit.sie_coef = 3.0  # a camera the table lacks (unseen in training) adds the mean camera vector
+    with torch.no_grad():
+        mean = vit.sie_embed.mean(0, keepdim=True).expand(3, -1, -1).clone()
+        unseen = vit(x, torch.tensor([0, 3]))
+        vit.sie_embed.copy_(mean)
+        assert torch.allclose(unseen[1], vit(x, torch.tensor([0, 0]))[1], atol=1e-6)
 
 
 def test_every_block_tokens_and_final_norm():

@@ -7,15 +7,13 @@ loss."""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from reidlib.config import ConfigError, RunConfig, profile_config, replace
-from reidlib.engine.loop import build_kwargs, method_class
-from reidlib.methods import build, names
+from reidlib.config import RunConfig, profile_config, replace
+from reidlib.methods import Batch, DataInfo, build, names
 from reidlib.methods.global_baseline import CenterLoss, scaled_param_groups
 
 BASELINES = ("bot", "pcb", "vit_baseline", "clip_baseline")
@@ -29,23 +27,22 @@ EXPECTED_TERMS = {
 }
 
 
-def data_kwargs(name: str, cfg: dict) -> dict:
-    """What the engine passes a method's constructor for a data set of NUM_CLASSES ids and NUM_CAMERAS
-    cameras at the profile's image size (reidlib.engine.loop.build_kwargs)."""
-    fake = SimpleNamespace(num_train_pids=NUM_CLASSES, num_train_cams=NUM_CAMERAS)
-    size = SimpleNamespace(height=cfg["data"]["height"], width=cfg["data"]["width"])
-    return build_kwargs(method_class(name), fake, size)
+def data_info(cfg: dict) -> DataInfo:
+    """What the engine builds a method with for a data set of NUM_CLASSES ids and NUM_CAMERAS cameras at
+    the profile's image size."""
+    return DataInfo(num_classes=NUM_CLASSES, num_cameras=NUM_CAMERAS,
+                    image_size=(cfg["data"]["height"], cfg["data"]["width"]))
 
 
-def ci_model(name: str, **overrides):
+def ci_model(name: str, **overrides) -> tuple:
     """The method as its ci profile builds it (random init, tiny backbone), and a batch of its image size."""
     cfg = profile_config(name, "ci")
     torch.manual_seed(0)
-    model = build(name, {**cfg["model"], **overrides}, **data_kwargs(name, cfg))
+    model = build(name, {**cfg["model"], **overrides}, data_info(cfg))
     gen = torch.Generator().manual_seed(1)
     images = torch.randn(len(PIDS), 3, cfg["data"]["height"], cfg["data"]["width"], generator=gen)
     camids = torch.randint(0, NUM_CAMERAS, (len(PIDS),), generator=gen)
-    return model, images, camids
+    return model, Batch(images=images, camids=camids, pids=PIDS)
 
 
 def test_registered():
@@ -54,10 +51,10 @@ def test_registered():
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_train_and_eval_shapes_and_finite_losses(name):
-    model, images, camids = ci_model(name)
+    model, batch = ci_model(name)
     model.train()
-    out = model(images, camids)
-    terms = model.loss(out, PIDS)
+    out = model(batch)
+    terms = model.loss(out, batch)
     assert set(terms) == EXPECTED_TERMS[name]
     assert all(t.dim() == 0 and torch.isfinite(t) for t in terms.values())
     sum(terms.values()).backward()
@@ -65,7 +62,7 @@ def test_train_and_eval_shapes_and_finite_losses(name):
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
     model.eval()
-    emb = model.embed(images, camids)
+    emb = model.embed(batch)
     assert emb.global_feat.shape[0] == len(PIDS) and torch.isfinite(emb.global_feat).all()
     dist = model.distance(emb[:3], emb)
     assert dist.shape == (3, len(PIDS))
@@ -74,7 +71,7 @@ def test_train_and_eval_shapes_and_finite_losses(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_param_groups_cover_each_trainable_parameter_once(name):
-    model, _, _ = ci_model(name)
+    model, _ = ci_model(name)
     groups = model.param_groups(0.1)
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids))
@@ -83,21 +80,21 @@ def test_param_groups_cover_each_trainable_parameter_once(name):
 
 # ------------------------------------------------------------------------------------------------ BoT
 def test_bot_test_feature_is_the_normalised_post_bn_feature():
-    model, images, _ = ci_model("bot")
+    model, batch = ci_model("bot")
     model.eval()
-    gap = model.backbone(images).mean((2, 3))
+    gap = model.backbone(batch.images).mean((2, 3))
     bn = model.heads["main"].neck.bn
     expected = (gap - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
-    assert torch.allclose(model.embed(images).global_feat, F.normalize(expected, dim=1), atol=1e-5)
+    assert torch.allclose(model.embed(batch).global_feat, F.normalize(expected, dim=1), atol=1e-5)
 
     raw = ci_model("bot", test_feature="before_bn", feat_norm=False)[0].eval()
-    assert torch.allclose(raw.embed(images).global_feat, raw.backbone(images).mean((2, 3)), atol=1e-5)
+    assert torch.allclose(raw.embed(batch).global_feat, raw.backbone(batch.images).mean((2, 3)), atol=1e-5)
 
 
 def test_bnneck_classifier_receives_the_bn_feature_and_triplet_the_raw_one():
-    model, images, _ = ci_model("bot")
+    model, batch = ci_model("bot")
     model.train()
-    out = model(images)
+    out = model(batch)
     feat = out["feat"]
     bn = model.heads["main"].neck.bn
     batch_norm = (feat - feat.mean(0)) / torch.sqrt(feat.var(0, unbiased=False) + bn.eps)
@@ -107,15 +104,16 @@ def test_bnneck_classifier_receives_the_bn_feature_and_triplet_the_raw_one():
     assert torch.allclose(out["logits"], out["bn_feat"] @ weight.t(), atol=1e-5)
     # the triplet term depends on the pre-BN feature only: recomputing it from out["feat"] agrees
     from reidlib.losses import batch_hard_triplet_loss
-    assert torch.allclose(model.loss(out, PIDS)["triplet"], batch_hard_triplet_loss(PIDS, 0.3, features=feat))
+    expected = batch_hard_triplet_loss(PIDS, 0.3, features=feat)
+    assert torch.allclose(model.loss(out, batch)["triplet"], expected)
 
 
 def test_bot_center_loss_term_and_centre_update():
-    model, images, _ = ci_model("bot", center_loss_weight=0.0005)
+    model, batch = ci_model("bot", center_loss_weight=0.0005)
     model.train()
-    out = model(images)
+    out = model(batch)
     before = model.center_loss.centers.clone()
-    terms = model.loss(out, PIDS)
+    terms = model.loss(out, batch)
     assert set(terms) == {"id", "triplet", "center"} and torch.isfinite(terms["center"])
     moved = (model.center_loss.centers - before).abs().sum(1) > 0
     assert moved[:4].all() and not moved[4:].any()                      # only the batch's classes move
@@ -133,34 +131,34 @@ def test_center_loss_step_is_sgd_on_the_centres():
 # ------------------------------------------------------------------------------------------------ PCB
 @torch.no_grad()
 def test_pcb_stripes_equal_manual_pooling_and_matching_rule():
-    model, images, _ = ci_model("pcb")
+    model, batch = ci_model("pcb")
     model.eval()
-    fmap = model.backbone(images)                                       # [N, C, 6, 3] at 96 x 48
+    fmap = model.backbone(batch.images)                                 # [N, C, 6, 3] at 96 x 48
     rows = fmap.shape[2] // 6
     manual = torch.stack([fmap[:, :, k * rows:(k + 1) * rows].mean((2, 3)) for k in range(6)], dim=1)
-    assert torch.allclose(model.stripes(images), manual, atol=1e-6)
+    assert torch.allclose(model.stripes(batch.images), manual, atol=1e-6)
 
-    emb = model.embed(images)
+    emb = model.embed(batch)
     assert emb.parts.shape == manual.shape
     unit = F.normalize(manual, dim=2)
     assert torch.allclose(emb.parts, unit, atol=1e-5)
     flat = unit.flatten(1).double()                                     # Euclidean on concatenated unit parts
     assert torch.allclose(model.distance(emb, emb).double(), torch.cdist(flat, flat), atol=2e-3)
 
-    reduced = ci_model("pcb", test_feature="h")[0].eval().embed(images)
+    reduced = ci_model("pcb", test_feature="h")[0].eval().embed(batch)
     assert reduced.parts.shape == (len(PIDS), 6, profile_config("pcb", "ci")["model"]["reduced_dim"])
 
 
 def test_pcb_loss_is_the_sum_of_the_stripe_cross_entropies():
-    model, images, _ = ci_model("pcb")
-    out = model(images)
+    model, batch = ci_model("pcb")
+    out = model(batch)
     logits = out["part_logits"]
     expected = sum(F.cross_entropy(logits[:, k], PIDS) for k in range(6))
-    assert torch.allclose(model.loss(out, PIDS)["id"], expected)
+    assert torch.allclose(model.loss(out, batch)["id"], expected)
 
 
 def test_pcb_backbone_trains_at_a_tenth_of_the_base_rate():
-    model, _, _ = ci_model("pcb", backbone_lr_factor=0.1)
+    model, _ = ci_model("pcb", backbone_lr_factor=0.1)
     backbone = {id(p) for p in model.backbone.parameters()}
     for group in model.param_groups(0.1):
         in_backbone = {id(p) in backbone for p in group["params"]}
@@ -170,16 +168,16 @@ def test_pcb_backbone_trains_at_a_tenth_of_the_base_rate():
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_pcb_reduction_sharing(shared):
-    model, images, _ = ci_model("pcb", shared_reduction=shared)
+    model, batch = ci_model("pcb", shared_reduction=shared)
     weight = model.reduction.conv.weight
     assert weight.shape[0] == (1 if shared else 6)
-    assert model(images)["part_feats"].shape == (len(PIDS), 6, weight.shape[1])
+    assert model(batch)["part_feats"].shape == (len(PIDS), 6, weight.shape[1])
 
 
 # ---------------------------------------------------------------------------------------- ViT / CLIP
 def test_vit_explain_gives_per_head_class_attention_on_the_patch_grid():
-    model, images, camids = ci_model("vit_baseline")
-    attn = model.explain(images, camids)["cls_attention"]
+    model, batch = ci_model("vit_baseline")
+    attn = model.explain(batch)["head_attention"]
     vit = model.vit
     assert attn.shape == (len(PIDS), vit.num_heads, *vit.grid_size)
     # softmax over [cls, patches]: the patch share is 1 - the class token's attention to itself
@@ -187,21 +185,37 @@ def test_vit_explain_gives_per_head_class_attention_on_the_patch_grid():
     assert ((mass > 0) & (mass < 1)).all()
 
 
-def test_vit_sie_needs_cameras_and_overlapping_patches_change_the_grid():
+def test_vit_sie_table_follows_the_training_cameras_and_overlapping_patches_change_the_grid():
     profile = profile_config("vit_baseline", "ci")
-    cfg, h, w = profile["model"], profile["data"]["height"], profile["data"]["width"]
-    with pytest.raises(ConfigError, match="num_cameras"):
-        build("vit_baseline", cfg, num_classes=NUM_CLASSES, image_size=(h, w))
-    no_sie = build("vit_baseline", {**cfg, "sie_camera": False}, num_classes=NUM_CLASSES, image_size=(h, w))
+    cfg, info = profile["model"], data_info(profile)
+    assert build("vit_baseline", cfg, info).vit.sie_embed.shape[0] == NUM_CAMERAS
+    no_sie = build("vit_baseline", {**cfg, "sie_camera": False}, info)
     assert no_sie.vit.sie_embed is None
-    overlap = build("vit_baseline", {**cfg, "patch_stride": 8}, num_classes=2, num_cameras=1,
-                    image_size=(h, w))
+    overlap = build("vit_baseline", {**cfg, "patch_stride": 8}, info)
+    h, w = info.image_size
     assert overlap.vit.grid_size == ((h - 16) // 8 + 1, (w - 16) // 8 + 1)
+
+
+def test_a_camera_unseen_in_training_gets_the_mean_camera_embedding():
+    model, batch = ci_model("vit_baseline")
+    table = model.vit.sie_embed                                          # [cameras, 1, D]
+    with torch.no_grad():
+        table.copy_(torch.randn_like(table))
+    cams = torch.tensor([0, NUM_CAMERAS, NUM_CAMERAS + 4])               # two ids the table has no row for
+    sie = model.vit.camera_embedding(cams, 3)
+    coef = model.vit.sie_coef
+    assert torch.allclose(sie[0], coef * table[0])
+    assert torch.allclose(sie[1], coef * table.mean(0)) and torch.allclose(sie[2], sie[1])
+    with pytest.raises(ValueError, match=">= 0"):
+        model.vit.camera_embedding(torch.tensor([-1, 0, 0]), 3)
+    model.eval()
+    unseen = Batch(images=batch.images[:2], camids=torch.tensor([NUM_CAMERAS, NUM_CAMERAS + 1]))
+    assert torch.isfinite(model.embed(unseen).global_feat).all()
 
 
 def test_vit_and_clip_biases_train_at_twice_the_rate():
     for name in ("vit_baseline", "clip_baseline"):
-        model, _, _ = ci_model(name)
+        model, _ = ci_model(name)
         lr_of = {id(p): g["lr"] for g in model.param_groups(1.0) for p in g["params"]}
         for pname, p in model.named_parameters():
             if p.requires_grad:
@@ -209,15 +223,15 @@ def test_vit_and_clip_biases_train_at_twice_the_rate():
 
 
 def test_clip_descriptor_concatenates_cls_and_projection_before_bn():
-    model, images, _ = ci_model("clip_baseline")
+    model, batch = ci_model("clip_baseline")
     model.eval()
-    feats = model.features(images)
+    feats = model.features(batch)
     clip = model.clip
     assert feats["main"].shape[1] == clip.width and feats["proj"].shape[1] == clip.embed_dim
-    cls_proj, _ = clip.encode_image_tokens(images)                      # CLIP's own projected class token
+    cls_proj, _ = clip.encode_image_tokens(batch.images)                # CLIP's own projected class token
     assert torch.allclose(feats["proj"], cls_proj, atol=1e-5)
     expected = F.normalize(torch.cat([feats["main"], feats["proj"]], 1), dim=1)
-    assert torch.allclose(model.embed(images).global_feat, expected, atol=1e-5)
+    assert torch.allclose(model.embed(batch).global_feat, expected, atol=1e-5)
 
 
 def test_scaled_param_groups_orders_by_factor():
@@ -229,7 +243,7 @@ def test_scaled_param_groups_orders_by_factor():
 # ------------------------------------------------------------------------------------------- learning
 @pytest.mark.parametrize("name", BASELINES)
 def test_fitting_a_fixed_batch_lowers_the_loss(name):
-    model, images, camids = ci_model(name)
+    model, batch = ci_model(name)
     run = RunConfig.from_profile(name, "ci")
     lr = run.train.lr * (10 if run.train.optimizer == "adam" else 1)  # a few steps must show progress
     groups = model.param_groups(lr)
@@ -238,7 +252,7 @@ def test_fitting_a_fixed_batch_lowers_the_loss(name):
     model.train()
     losses = []
     for _ in range(6):
-        total = sum(model.loss(model(images, camids), PIDS).values())
+        total = sum(model.loss(model(batch), batch).values())
         opt.zero_grad()
         total.backward()
         opt.step()

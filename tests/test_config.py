@@ -62,13 +62,23 @@ def test_registry_errors_list_known_names():
         reg.register("a")(object)
 
 
-def test_profile_overrides_and_the_ablation_block(monkeypatch):
-    raw = {"paper": {"train": {"epochs": 70, "lr": 0.01}},
-           "demo": {"train": {"epochs": 5}, "ablation": {"train": {"epochs": 2}}}}
-    monkeypatch.setattr(config, "packaged_config", lambda name: raw)
-    main, short = (profile_config("m", "demo", ablation=a) for a in (False, True))
-    assert main == {"train": {"epochs": 5, "lr": 0.01}}              # the block is stripped, not applied
-    assert short == {"train": {"epochs": 2, "lr": 0.01}}
-    assert profile_config("m", "paper", ablation=True) == raw["paper"]  # other profiles' blocks never leak
-    overridden = profile_config("m", "demo", {"train": {"lr": 0.1}}, ablation=True)
-    assert overridden["train"] == {"epochs": 2, "lr": 0.1}
+def test_profile_sections_pull_in_their_preset(monkeypatch):
+    files = {"m": {"paper": {"data": {"height": 384}, "train": {"epochs": 70, "lr": 0.01}},
+                   "demo": {"preset": "small", "train": {"epochs": 5}}},
+             "presets": {"small": {"data": {"height": 96, "width": 48}, "train": {"epochs": 2}}}}
+    monkeypatch.setattr(config, "packaged_config", lambda name: files[name])
+    demo = profile_config("m", "demo")
+    # the preset over the paper section, the profile's own keys over the preset
+    assert demo == {"data": {"height": 96, "width": 48}, "train": {"epochs": 5, "lr": 0.01}}
+    assert profile_config("m", "paper") == files["m"]["paper"]
+    assert profile_config("m", "demo", {"train": {"lr": 0.1}})["train"] == {"epochs": 5, "lr": 0.1}
+    files["m"]["demo"]["preset"] = "nosuch"
+    with pytest.raises(config.ConfigError, match="unknown preset 'nosuch'.*small"):
+        profile_config("m", "demo")
+
+
+def test_packaged_profiles_share_the_synthocc_presets():
+    for name in ("bot", "pcb", "qpm", "qpm_ide", "vit_baseline", "clip_baseline"):
+        for profile, size in (("ci", "ci"), ("demo", "demo")):
+            data = profile_config(name, profile)["data"]
+            assert (data["dataset"], data["synth_size"]) == ("synthocc", size), (name, profile)

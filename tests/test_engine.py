@@ -10,14 +10,22 @@ import re
 import numpy as np
 import pytest
 import torch
-from tiny_method import TinyMethod, TwoStepMethod, state_dicts_equal, tiny_config, write_tiny_dataset
+from tiny_method import (
+    ContractMethod,
+    TinyMethod,
+    TwoStepMethod,
+    state_dicts_equal,
+    tiny_config,
+    write_tiny_dataset,
+)
 
 from reidlib import runs
-from reidlib.config import TrainConfig, replace
+from reidlib.config import ConfigError, TrainConfig, replace
 from reidlib.engine import LRFactor, NonFiniteLossError, build_optimizer, evaluate_model, extract, train
 from reidlib.engine.loop import resolved_model_config
 from reidlib.engine.progress import resolve_mode
 from reidlib.engine.step import StepContext, amp_available, amp_dtype
+from reidlib.methods.base import Batch, DataInfo
 from reidlib.seed import get_rng_state, preserved_rng, seed_everything, set_rng_state
 
 METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")
@@ -69,7 +77,7 @@ def test_cosine_decays_to_min_lr_after_warmup_and_constant_warmup():
 
 
 def test_optimizers_follow_method_param_groups():
-    method = TinyMethod(TinyMethod.config_class(), num_classes=3)
+    method = TinyMethod(TinyMethod.config_class(), DataInfo(num_classes=3))
     method.param_groups = lambda lr: [{"params": list(method.features.parameters()), "lr": lr},
                                       {"params": list(method.classifier.parameters()), "lr": 10 * lr}]
     sgd = build_optimizer(method, TrainConfig(optimizer="sgd", lr=0.1, nesterov=True, weight_decay=0.0))
@@ -180,6 +188,54 @@ def test_method_train_step_replaces_the_default_step(dataset, tmp_path):
     assert run.metrics["iterations"] == 4 and set(run.history[0]["terms"]) == {"ce", "l2"}
 
 
+def test_a_method_using_every_hook_trains_through_the_engine(tmp_path):
+    """Parsing labels in the loss, labels in the forward pass, a pass over the training data before the
+    first epoch and a two-step update, on SynthOcc ci with its parsing labels."""
+    from reidlib.config import DataConfig, RunConfig
+
+    data = DataConfig(synth_size="ci", height=64, width=32, batch_p=3, batch_k=2, test_batch_size=32,
+                      masks="parsing", mask_grouping="five")
+    cfg = RunConfig(method="tiny_contract", data=data, seed=1,
+                    train=TrainConfig(optimizer="sgd", lr=0.05, epochs=1, warmup_epochs=0, milestones=[],
+                                      max_iters_per_epoch=2))
+    ContractMethod.seen.clear()
+    run = train(cfg, tmp_path, progress="off")
+    seen = ContractMethod.seen
+    from reidlib.data.loader import load_from_config
+
+    assert seen["start_images"] == len(load_from_config(data).train)    # the whole split, in order,
+    assert seen["start_grad"] is False                                  # without autograd
+    assert seen["masks_shape"] == (6, 6, 64, 32)                        # five parts + background
+    assert set(run.history[0]["terms"]) == {"ce", "l2", "pixel"} and run.metrics["iterations"] == 2
+    model = run.load_model()
+    assert bool(model.bank_filled.all()) and float(model.bank.abs().sum()) > 0  # the start pass's buffer
+    assert model.info.part_names == ("head", "arms", "torso", "legs", "feet")  # saved with the model
+    # a method that needs parsing labels is refused up front when the data config has none
+    with pytest.raises(ConfigError, match="data.masks"):
+        train(replace(cfg, data={"masks": None}), tmp_path / "other", progress="off")
+
+
+def test_a_stage_initialises_the_next_run_by_run_key(dataset, tmp_path):
+    first = train(tiny_config(epochs=1), tmp_path, dataset=dataset, progress="off")
+    cfg = replace(tiny_config(epochs=1), init_from=f"tiny/{first.key}", seed=5)
+    second = train(cfg, tmp_path, dataset=dataset, progress="off")
+    assert second.key != train(replace(cfg, init_from=None), tmp_path / "x", dataset=dataset,
+                               progress="off").key
+    with pytest.raises(ConfigError, match="Workbook.train"):
+        train(replace(cfg, init_from="qpm_ide"), tmp_path, dataset=dataset, progress="off")
+    with pytest.raises(FileNotFoundError, match="train that stage first"):
+        train(replace(cfg, init_from="tiny/000000000000"), tmp_path, dataset=dataset, progress="off")
+
+
+def test_the_engine_reads_no_signatures():
+    from pathlib import Path
+
+    import reidlib.engine
+
+    for path in Path(reidlib.engine.__file__).parent.glob("*.py"):
+        assert "signature" not in path.read_text(), path
+
+
 def test_amp_is_bfloat16_autocast_on_cpu_and_float16_on_cuda():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert (amp_dtype(cpu), amp_dtype(cuda)) == (torch.bfloat16, torch.float16)
@@ -246,9 +302,10 @@ def test_flip_extraction_averages_original_and_mirrored(baseline, dataset):
     plain, pids, camids = extract(model, loader)
     flipped, _, _ = extract(model, loader, flip=True)
     images = torch.cat([b["image"] for b in loader])
-    expected = (model.embed(images).global_feat + model.embed(images.flip(-1)).global_feat) / 2
+    batch = Batch(images=images, camids=torch.zeros(len(images), dtype=torch.long))
+    expected = (model.embed(batch).global_feat + model.embed(batch.flip()).global_feat) / 2
     assert torch.allclose(flipped.global_feat, expected, atol=1e-6)
-    assert torch.allclose(plain.global_feat, model.embed(images).global_feat, atol=1e-6)
+    assert torch.allclose(plain.global_feat, model.embed(batch).global_feat, atol=1e-6)
     assert pids.tolist() == [r.pid for r in dataset.query] and set(camids.tolist()) == {0}
     assert not math.isclose(float(plain.global_feat.sum()), float(flipped.global_feat.sum()))
 

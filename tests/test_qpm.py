@@ -8,29 +8,36 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reidlib.config import ConfigError, RunConfig, from_dict, profile_config
+from reidlib import reported
+from reidlib.config import ConfigError, RunConfig, from_dict
+from reidlib.losses import batch_hard_triplet_loss
 from reidlib.methods import build, names
-from reidlib.methods.base import Embedding
+from reidlib.methods.base import Batch, DataInfo, Embedding, check_explain
+from reidlib.methods.parts import stripe_pool
+from reidlib.methods.parts import weighted_part_distance as quality_weighted_part_distance  # Eq. (2)
 from reidlib.methods.qpm import (
     ABLATIONS,
     MAX_COSINE_DISTANCE,
-    TABLE_V,
-    TABLE_VI,
-    TABLE_VII,
     QPMConfig,
-    ablation_config,
     agfe_distance_matrix,
     agfe_features,
     agfe_pair_logits,
-    hard_triplet_violating,
     pair_weights,
-    quality_weighted_part_distance,
 )
-from reidlib.methods.spatial_attention import ATTENTIONS, build_spatial_attention, region_average_pool
+from reidlib.methods.spatial_attention import ATTENTIONS, build_spatial_attention
 
 K = 6
 IMAGE = (96, 48)  # resnet_tiny has stride 16: a 6 x 3 map, one row per part
 TINY = {"backbone": "resnet_tiny", "part_dim": 32, "global_dim": 32}
+TRAINED_ROWS = sorted(row for row, ablation in ABLATIONS.items() if ablation.base is None)
+
+
+def info(num_classes: int, image_size: tuple[int, int] = IMAGE) -> DataInfo:
+    return DataInfo(num_classes=num_classes, image_size=image_size)
+
+
+def batch(images: torch.Tensor, pids: torch.Tensor | None = None) -> Batch:
+    return Batch(images=images, camids=torch.zeros(len(images), dtype=torch.long), pids=pids)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -116,16 +123,19 @@ def test_triplet_is_normalised_by_violating_triplets():
                          [0.6, 0.1, 0.0, 0.2],
                          [0.9, 0.7, 0.2, 0.0]])
     # hinges at margin 0.3: a0: .3+.5-.6=.2  a1: .3+.5-.1=.7  a2: .3+.2-.1=.4  a3: .3+.2-.7<0
-    assert hard_triplet_violating(dist, pids, 0.3).item() == pytest.approx((0.2 + 0.7 + 0.4) / 3)
-    assert hard_triplet_violating(torch.zeros(4, 4), pids, 0.0).item() == 0.0  # nothing violates
+    def triplet(d, margin):
+        return batch_hard_triplet_loss(pids, margin, dist=d, average="violating").item()
+
+    assert triplet(dist, 0.3) == pytest.approx((0.2 + 0.7 + 0.4) / 3)
+    assert triplet(torch.zeros(4, 4), 0.0) == 0.0  # nothing violates
 
 
 def test_region_average_pool_is_stripe_mean():
     x = torch.randn(2, 3, 12, 4, generator=_gen(12))
-    pooled = region_average_pool(x, K)
+    pooled = stripe_pool(x, K)
     torch.testing.assert_close(pooled[:, 2], x[:, :, 4:6].mean((2, 3)))
-    with pytest.raises(ValueError, match="smaller than the number of parts"):
-        region_average_pool(torch.zeros(1, 3, 4, 2), K)
+    with pytest.raises(ValueError, match="smaller than the number of stripes"):
+        stripe_pool(torch.zeros(1, 3, 4, 2), K)
 
 
 # ------------------------------------------------------------------------------------------ matching
@@ -137,7 +147,7 @@ def _embedding(n: int, seed: int, dim: int = 8) -> Embedding:
 
 @pytest.fixture(scope="module")
 def qpm_model():
-    return build("qpm", {**TINY}, num_classes=5).eval()
+    return build("qpm", {**TINY}, info(5)).eval()
 
 
 def _eq15_loop(model, query: Embedding, gallery: Embedding) -> torch.Tensor:
@@ -223,21 +233,30 @@ def test_fixed_size_attention_names_the_fix():
     module = build_spatial_attention("fc_sa", 16, K, spatial_size=(6, 3))
     with pytest.raises(ValueError, match=r"image_size=\(data.height, data.width\)"):
         module(torch.zeros(1, 16, 8, 4))
-    with pytest.raises(ConfigError, match="image_size"):
-        build("qpm", {**TINY, **ablation_config("+RGA-SA")}, num_classes=3)
 
 
 # ------------------------------------------------------------------------------------------ ablations
 def test_ablation_rows_cover_the_papers_tables():
-    assert set(TABLE_V) | set(TABLE_VI) | set(TABLE_VII) <= set(ABLATIONS)
-    assert ablation_config("QPM") == {}
-    assert ablation_config("Baseline(+triplet)")["quality"] is False
-    with pytest.raises(ValueError, match=r"unknown QPM ablation row 'QPM\+'.*'Part branch'"):
-        ablation_config("QPM+")
-    for row in ABLATIONS:  # every row is a valid config
-        from_dict(QPMConfig, ablation_config(row))
+    tables = ("Table V", "Table VI", "Table VII", "Table IX", "Table X", "Table XI")
+    for table_id in tables:                                 # every reported row has its switches
+        assert set(reported.table("qpm", table_id).index) <= set(ABLATIONS), table_id
+    assert ABLATIONS["QPM"].model == {} and ABLATIONS["Baseline(+triplet)"].model["quality"] is False
+    for row, ablation in ABLATIONS.items():                 # every row is a valid config
+        from_dict(QPMConfig, ablation.model)
+        assert ablation.base in (None, *ABLATIONS), row
+        if ablation.test:
+            from_dict(QPMConfig, ablation.test)
     with pytest.raises(ConfigError, match="nothing is learned"):
         from_dict(QPMConfig, {"part_branch": False, "global_feature": "none", "spatial_attention": "none"})
+
+
+def test_table_v_part_branch_is_table_xi_gamma_1():
+    """By the paper's numbers (Occluded-Duke 58.3 / 46.7 in both), Table V's "Part branch" is the jointly
+    trained QPM scored with its part distance only; the separately trained part model is another row."""
+    v, xi = reported.table("qpm", "Table V"), reported.table("qpm", "Table XI")
+    assert v.loc["Part branch"].equals(xi.loc["gamma=1.0"])
+    assert ABLATIONS["Part branch"].base == "QPM" and ABLATIONS["Part branch"].test == {"gamma": 1.0}
+    assert ABLATIONS["Part branch (trained alone)"].model["global_feature"] == "none"
 
 
 def test_registered_and_profiles_parse():
@@ -248,26 +267,22 @@ def test_registered_and_profiles_parse():
         stages = [from_dict(QPMConfig, c.model).stage for c in (qpm, ide)]
         assert stages == ["qpm", "ide"]
         assert (qpm.data.height, qpm.data.width) == (ide.data.height, ide.data.width)
+        assert qpm.init_from == "qpm_ide" and ide.init_from is None                    # Sec. IV-A
     paper = RunConfig.from_profile("qpm", "paper")
     assert (paper.data.height, paper.data.batch_p, paper.data.batch_k) == (384, 8, 8)      # Sec. IV-A
-    for profile in ("ci", "demo", "paper"):                                               # Sec. IV-A
-        assert profile_config("qpm", profile)["model"]["init_from"] == "ide"
     assert (paper.train.lr, paper.train.weight_decay, paper.train.epochs) == (0.01, 0.0, 70)
 
 
-def test_init_from_ide_placeholder_needs_the_notebook():
-    with pytest.raises(ConfigError, match="QPMRuns"):
-        build("qpm", {**TINY, "init_from": "ide"}, num_classes=4)
-
-
-@pytest.mark.parametrize("row", sorted(ABLATIONS))
+@pytest.mark.parametrize("row", TRAINED_ROWS)
 def test_every_ablation_row_trains_embeds_and_matches(row):
     torch.manual_seed(0)
-    model = build("qpm", {**TINY, **ablation_config(row)}, num_classes=4, image_size=IMAGE)
-    images = torch.randn(8, 3, *IMAGE, generator=_gen(50))
+    k = ABLATIONS[row].model.get("num_parts", K)
+    size = (16 * max(k, K), IMAGE[1])                        # one feature-map row per stripe at least
+    model = build("qpm", {**TINY, **ABLATIONS[row].model}, info(4, size))
+    images = torch.randn(8, 3, *size, generator=_gen(50))
     pids = torch.arange(4).repeat_interleave(2)
-    out = model(images)
-    terms = model.loss(out, pids)
+    out = model(batch(images, pids))
+    terms = model.loss(out, batch(images, pids))
     assert terms and all(t.ndim == 0 and torch.isfinite(t) for t in terms.values())
     sum(terms.values()).backward()
     cfg = model.cfg
@@ -277,30 +292,35 @@ def test_every_ablation_row_trains_embeds_and_matches(row):
     expected |= {"global_id"} if cfg.spatial_attention == "isa" else set()
     assert set(terms) == expected
     model.eval()
-    emb = model.embed(images)
-    assert emb.weights.shape == (8, K)
+    emb = model.embed(batch(images))
+    assert emb.weights.shape == (8, k)
     if cfg.part_branch:
-        assert emb.parts.shape == (8, K, cfg.part_dim)
+        assert emb.parts.shape == (8, k, cfg.part_dim)
     dist = model.distance(emb[:3], emb)
     assert dist.shape == (3, 8) and torch.isfinite(dist).all()
     assert dist[torch.arange(3), torch.arange(3)].abs().max() < 1e-4  # an image matches itself
-    shown = model.explain(images[:2])
-    assert shown["quality"].shape == (2, K)
-    assert shown["heat_before"].shape == shown["heat_after"].shape == (2, 6, 3)
+    shown = model.explain(batch(images[:2]))
+    check_explain(shown, 2)
+    grid = (size[0] // 16, size[1] // 16)
+    assert shown["part_scores"].shape == (2, k) and shown["part_maps"].shape == (2, k, *grid)
+    assert shown["activation_before"].shape == shown["activation"].shape == (2, *grid)
 
 
-def test_ide_stage_initialises_qpm_backbone(tmp_path):
-    ide = build("qpm", {**TINY, "stage": "ide"}, num_classes=4)
-    out = ide(torch.randn(4, 3, *IMAGE, generator=_gen(60)))
-    assert set(ide.loss(out, torch.tensor([0, 0, 1, 1]))) == {"ide_id"}
-    path = tmp_path / "model.pt"
-    torch.save({"state_dict": ide.state_dict()}, path)  # the engine's final model file layout
-    qpm = build("qpm", {**TINY, "init_from": str(path)}, num_classes=4)
+def test_ide_stage_initialises_the_qpm_backbone_only():
+    ide = build("qpm", {**TINY, "stage": "ide"}, info(4))
+    pids = torch.tensor([0, 0, 1, 1])
+    images = torch.randn(4, 3, *IMAGE, generator=_gen(60))
+    assert set(ide.loss(ide(batch(images, pids)), batch(images, pids))) == {"ide_id"}
+    torch.manual_seed(1)
+    qpm = build("qpm", {**TINY}, info(4))
+    heads = {k: v.clone() for k, v in qpm.state_dict().items() if not k.startswith("backbone.")}
+    taken = qpm.load_stage(ide.state_dict())                 # what the engine does with init_from
+    assert taken == sorted(k for k in ide.state_dict() if k.startswith("backbone."))
     for name, value in ide.backbone.state_dict().items():
         torch.testing.assert_close(qpm.backbone.state_dict()[name], value)
-    torch.save({"state_dict": {"head.weight": torch.zeros(1)}}, path)
-    with pytest.raises(ConfigError, match="stage: ide"):
-        build("qpm", {**TINY, "init_from": str(path)}, num_classes=4)
+    assert all(torch.equal(qpm.state_dict()[k], v) for k, v in heads.items())  # heads keep their init
+    with pytest.raises(ValueError, match="share no tensor"):
+        qpm.load_stage({"head.weight": torch.zeros(1)})
 
 
 # ------------------------------------------------------------------------------------------ fidelity
@@ -335,20 +355,21 @@ def test_fidelity_quality_scores_drop_on_occluded_parts():
     torch.manual_seed(0)
     num_ids, per_id, p, a = 32, 8, 8, 4
     images, pids, _ = _striped_people(num_ids, per_id, seed=70)
-    model = build("qpm", {**TINY}, num_classes=num_ids)
+    model = build("qpm", {**TINY}, info(num_ids))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)  # from scratch: faster than the paper's SGD
     g = _gen(71)
     for _ in range(40):  # P x A batches, as the identity sampler draws them
         chosen = torch.randperm(num_ids, generator=g)[:p]
         index = torch.cat([torch.nonzero(pids == pid).flatten()[torch.randperm(per_id, generator=g)[:a]]
                            for pid in chosen])
-        terms = model.loss(model(images[index]), pids[index])
+        step = batch(images[index], pids[index])
+        terms = model.loss(model(step), step)
         optimizer.zero_grad()
         sum(terms.values()).backward()
         optimizer.step()
     test_images, _, visible = _striped_people(num_ids, 4, seed=72)
     model.eval()
-    bottom_q, bottom_visible = model.embed(test_images).weights[:, K - 2:], visible[:, K - 2:]
+    bottom_q, bottom_visible = model.embed(batch(test_images)).weights[:, K - 2:], visible[:, K - 2:]
     occluded, shown = bottom_q[bottom_visible == 0], bottom_q[bottom_visible == 1]
     # Eq. (2) uses the scores relatively, so the test asks for an ordering: the probability that a visible
     # part outscores an occluded one (ROC AUC); 0.5 would be chance.

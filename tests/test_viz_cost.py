@@ -11,34 +11,60 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from reidlib import cost, viz  # noqa: E402
-from reidlib.methods.base import Embedding, ReIDMethod  # noqa: E402
+from reidlib.config import TrainConfig  # noqa: E402
+from reidlib.methods.base import Batch, DataInfo, Embedding, ReIDMethod  # noqa: E402
 
 
 class Linear(ReIDMethod):
     def __init__(self):
-        super().__init__()
+        super().__init__(None, DataInfo(num_classes=5))
         self.fc = nn.Linear(12, 5)
         self.bn = nn.BatchNorm1d(5)
+        self.steps = 0
 
-    def forward(self, images, camids=None):
-        return {"logits": self.bn(self.fc(images.flatten(1)))}
+    def forward(self, batch):
+        return {"logits": self.bn(self.fc(batch.images.flatten(1)))}
 
-    def loss(self, outputs, pids):
-        return {"ce": nn.functional.cross_entropy(outputs["logits"], pids)}
+    def loss(self, outputs, batch):
+        return {"ce": nn.functional.cross_entropy(outputs["logits"], batch.pids)}
 
-    def embed(self, images, camids=None):
-        return Embedding(global_feat=self.fc(images.flatten(1)))
+    def embed(self, batch):
+        return Embedding(global_feat=self.fc(batch.images.flatten(1)))
+
+    def train_step(self, batch, optimizer, scaler, ctx):  # counts the steps cost.py times
+        self.steps += 1
+        return super().train_step(batch, optimizer, scaler, ctx)
 
 
 def test_cost_counts_params_and_flops_and_leaves_model_unchanged():
     model = Linear()
-    images = torch.randn(4, 3, 2, 2)
+    batch = Batch(images=torch.randn(4, 3, 2, 2), camids=torch.zeros(4), pids=torch.tensor([0, 1, 2, 3]))
     assert cost.count_parameters(model) == 12 * 5 + 5 + 2 * 5
-    assert cost.inference_flops(model, images) == 2 * 12 * 5  # one [1,12]x[12,5] matmul per image
+    assert cost.inference_flops(model, batch) == 2 * 12 * 5  # one [1,12]x[12,5] matmul per image
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    row = cost.cost_row(model, images, torch.tensor([0, 1, 2, 3]), repeats=1)
+    row = cost.cost_row(model, batch, TrainConfig(optimizer="sgd", lr=0.1), repeats=1)
     assert set(row) == {"params (M)", "GFLOPs / image", "train s / iter", "inference ms / image"}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.steps == 0                                # the steps ran on a copy, through train_step
+
+
+def test_training_cost_is_timed_through_the_methods_own_step():
+    model = Linear()
+    batch = Batch(images=torch.randn(4, 3, 2, 2), camids=torch.zeros(4), pids=torch.tensor([0, 1, 2, 3]))
+    copies = []
+    real = Linear.train_step
+
+    def counting(self, *args):
+        copies.append(self)
+        return real(self, *args)
+
+    Linear.train_step = counting
+    try:
+        cost.train_seconds_per_iter(model, batch, TrainConfig(optimizer="sgd", lr=0.1), repeats=2, warmup=1)
+    finally:
+        Linear.train_step = real
+    assert len(copies) == 3 and all(c is not model for c in copies)
+    assert not torch.equal(copies[0].fc.weight, model.fc.weight)  # the optimiser stepped the copy
 
 
 def test_figures_are_written_as_png_and_pdf(tmp_path):

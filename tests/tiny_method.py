@@ -14,7 +14,7 @@ from torch import nn
 
 from reidlib.config import DataConfig, RunConfig, TrainConfig
 from reidlib.data.records import Record, ReidDataset
-from reidlib.methods import METHODS, Embedding, ReIDMethod
+from reidlib.methods import METHODS, Batch, DataInfo, Embedding, ReIDMethod
 
 
 @dataclass
@@ -32,35 +32,34 @@ class TinyMethod(ReIDMethod):
     config_class = TinyConfig
     forward_calls = 0  # counts training forwards across instances (cache-reuse tests)
 
-    def __init__(self, cfg: TinyConfig, num_classes: int, num_cameras: int = 1):
-        super().__init__()
-        self.cfg = cfg
+    def __init__(self, cfg: TinyConfig, info: DataInfo):
+        super().__init__(cfg, info)
         self.features = nn.Sequential(
             nn.Conv2d(3, cfg.width, 3, stride=2, padding=1), nn.BatchNorm2d(cfg.width), nn.ReLU(),
             nn.Conv2d(cfg.width, cfg.dim, 3, stride=2, padding=1), nn.BatchNorm2d(cfg.dim), nn.ReLU(),
         )
-        self.classifier = nn.Linear(cfg.dim, num_classes)
+        self.classifier = nn.Linear(cfg.dim, info.num_classes)
         self.steps = 0
 
     def _feat(self, images):
         return self.features(images).mean((2, 3))  # [N, D]
 
-    def forward(self, images, camids=None):
+    def forward(self, batch: Batch):
         TinyMethod.forward_calls += 1
         self.steps += 1
-        feat = self._feat(images)
+        feat = self._feat(batch.images)
         return {"feat": feat, "logits": self.classifier(feat)}
 
-    def loss(self, outputs, pids):
-        terms = {"ce": F.cross_entropy(outputs["logits"], pids),
+    def loss(self, outputs, batch: Batch):
+        terms = {"ce": F.cross_entropy(outputs["logits"], batch.pids),
                  "l2": self.cfg.l2_weight * outputs["feat"].pow(2).mean()}
         if self.cfg.poison_step and self.steps >= self.cfg.poison_step:
             terms[self.cfg.poison_term] = terms[self.cfg.poison_term] * float("nan")
         return terms
 
     @torch.no_grad()
-    def embed(self, images, camids=None):
-        return Embedding(global_feat=self._feat(images))
+    def embed(self, batch: Batch):
+        return Embedding(global_feat=self._feat(batch.images))
 
 
 class TwoStepMethod(TinyMethod):
@@ -72,7 +71,7 @@ class TwoStepMethod(TinyMethod):
         TwoStepMethod.step_calls += 1
         for _ in range(2):
             with ctx.autocast():
-                terms = self.loss(ctx.forward(batch["image"], batch["camid"]), batch["pid"])
+                terms = self.loss(ctx.forward(batch), batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(sum(terms.values())).backward()
             ctx.clip_grad(optimizer, scaler)
@@ -81,7 +80,61 @@ class TwoStepMethod(TinyMethod):
         return terms
 
 
-for _name, _cls in (("tiny", TinyMethod), ("tiny_two_step", TwoStepMethod)):
+class ContractMethod(TinyMethod):
+    """Everything the coming papers need from the contract at once: parsing labels in the loss (BPBreID),
+    labels in the forward pass (DPM's ArcFace branch), a pass over the training data before training
+    (RGANet's memory bank, here a per-identity feature bank) and a two-step update (DPM: first the
+    classifier frozen, then everything but the classifier)."""
+
+    needs_masks = True
+    seen: dict = {}  # what the hooks received, for the test to read
+
+    def __init__(self, cfg: TinyConfig, info: DataInfo):
+        super().__init__(cfg, info)
+        self.part_logits = nn.Conv2d(cfg.dim, len(info.part_names) + 1, 1)   # pixel-to-part classifier
+        self.register_buffer("bank", torch.zeros(info.num_classes, cfg.dim))
+        self.register_buffer("bank_filled", torch.zeros(info.num_classes, dtype=torch.bool))
+
+    def forward(self, batch: Batch):
+        out = super().forward(batch)
+        margin = F.one_hot(batch.pids, self.info.num_classes) * 0.5           # labels inside forward
+        out["logits"] = out["logits"] - margin
+        out["part_logits"] = self.part_logits(self.features(batch.images))   # [N, K+1, h, w]
+        return out
+
+    def loss(self, outputs, batch: Batch):
+        terms = super().loss(outputs, batch)
+        target = F.adaptive_avg_pool2d(batch.masks, outputs["part_logits"].shape[-2:]).argmax(1)
+        terms["pixel"] = F.cross_entropy(outputs["part_logits"], target)     # parsing labels in the loss
+        return terms
+
+    def on_train_start(self, batches):
+        count = 0
+        for batch in batches:
+            self.bank.index_copy_(0, batch.pids, self._feat(batch.images))
+            self.bank_filled[batch.pids] = True
+            count += len(batch)
+        ContractMethod.seen["start_images"] = count
+        ContractMethod.seen["start_grad"] = torch.is_grad_enabled()
+
+    def train_step(self, batch, optimizer, scaler, ctx):
+        ContractMethod.seen.setdefault("masks_shape", tuple(batch.masks.shape))
+        for frozen in (("classifier.",), ("features.", "part_logits.")):
+            for name, p in self.named_parameters():
+                p.requires_grad_(not name.startswith(frozen))
+            with ctx.autocast():
+                terms = self.loss(ctx.forward(batch), batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(sum(terms.values())).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        for p in self.parameters():
+            p.requires_grad_(True)
+        return terms
+
+
+for _name, _cls in (("tiny", TinyMethod), ("tiny_two_step", TwoStepMethod),
+                    ("tiny_contract", ContractMethod)):
     if _name not in METHODS:
         METHODS.register(_name)(_cls)
 

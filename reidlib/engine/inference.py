@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Iterable
 
@@ -11,18 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from reidlib.config import DataConfig
-from reidlib.methods.base import Embedding
+from reidlib.methods.base import Batch, Embedding
 
 
 def _device_of(model: nn.Module) -> torch.device:
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return torch.device("cpu")
-
-
-def wants_masks(method: nn.Module | type, hook: str = "embed") -> bool:
-    """True when `method.<hook>` takes a `masks` argument (it then receives the batch's part masks)."""
-    return "masks" in inspect.signature(getattr(method, hook)).parameters
 
 
 def _average(a: Embedding, b: Embedding) -> Embedding:
@@ -39,34 +33,29 @@ def _average(a: Embedding, b: Embedding) -> Embedding:
 
 @torch.no_grad()
 def extract(model: nn.Module, loader: Iterable[dict], flip: bool = False,
-            device: torch.device | str | None = None) -> tuple[Embedding, np.ndarray, np.ndarray]:
+            device: torch.device | str | None = None,
+            data_cfg: DataConfig | None = None) -> tuple[Embedding, np.ndarray, np.ndarray]:
     """Embed every batch of `loader` in eval mode: (Embedding on the CPU, pids [N], camids [N]).
 
     flip: the embedding is the mean of the image's and its horizontal mirror's embeddings (every
     floating-point field: global, parts, weights, float extras), the usual ReID test-time
     augmentation. Part order is unaffected: parts are horizontal stripes or semantic regions, and a
-    method whose parts have a left/right side must handle that inside `embed`.
-    Masks are passed to `embed(..., masks=)` when it accepts them and the batch has them (flipped
-    alongside the image).
+    method whose parts have a left/right side must handle that inside `embed`. Part masks, when the
+    loader gives them, are flipped alongside the image. `data_cfg` gives the batches their normalisation.
     """
     device = torch.device(device) if device is not None else _device_of(model)
     was_training = model.training
     model.eval()
-    use_masks = wants_masks(model)
     embeddings, pids, camids = [], [], []
     try:
-        for batch in loader:
-            images = batch["image"].to(device, non_blocking=True)  # [B, 3, H, W]
-            cams = batch["camid"].to(device, non_blocking=True)
-            masks = batch["mask"].to(device) if use_masks and "mask" in batch else None
-            kwargs = {"masks": masks} if masks is not None else {}
-            emb = model.embed(images, cams, **kwargs)
+        for item in loader:
+            batch = Batch.from_loader(item, data_cfg).to(device)
+            emb = model.embed(batch)
             if flip:
-                flipped = {"masks": masks.flip(-1)} if masks is not None else {}
-                emb = _average(emb, model.embed(images.flip(-1), cams, **flipped))
+                emb = _average(emb, model.embed(batch.flip()))
             embeddings.append(emb.map(lambda t: t.detach().cpu()))
-            pids.append(batch["pid"].cpu().numpy())
-            camids.append(batch["camid"].cpu().numpy())
+            pids.append(item["pid"].cpu().numpy())
+            camids.append(item["camid"].cpu().numpy())
     finally:
         model.train(was_training)
     if not embeddings:
@@ -77,12 +66,12 @@ def extract(model: nn.Module, loader: Iterable[dict], flip: bool = False,
 def extract_test(model: nn.Module, dataset, data_cfg: DataConfig, flip: bool = False,
                  device: torch.device | str | None = None) -> tuple[tuple, tuple]:
     """`extract` of the query and of the gallery split: ((embedding, pids, camids), (...)). Test loaders come
-    from `build_test_loader(records, data_cfg)`, with part masks when the method's `embed` takes them."""
+    from `build_test_loader(records, data_cfg)`, with part masks when the method declares `test_masks`."""
     from reidlib.data.loader import build_test_loader
 
-    with_masks = wants_masks(model) and data_cfg.masks is not None
+    with_masks = bool(getattr(model, "test_masks", False))
     query, gallery = (extract(model, build_test_loader(records, data_cfg, root=dataset.root,
-                                                       with_masks=with_masks), flip, device)
+                                                       with_masks=with_masks), flip, device, data_cfg)
                       for records in (dataset.query, dataset.gallery))
     return query, gallery
 
@@ -109,4 +98,4 @@ def evaluate_model(model: nn.Module, dataset, data_cfg: DataConfig, flip: bool =
             "inference_images_per_s": images / max(seconds, 1e-9)}
 
 
-__all__ = ["extract", "extract_test", "evaluate_model", "wants_masks"]
+__all__ = ["extract", "extract_test", "evaluate_model"]

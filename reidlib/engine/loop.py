@@ -14,7 +14,6 @@ every random stream preserved, so `eval_every` cannot change the trajectory eith
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 import warnings
 from collections import defaultdict
@@ -24,16 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from reidlib import methods, runs
-from reidlib.config import RunConfig, from_dict, to_dict
+from reidlib.config import ConfigError, RunConfig, to_dict
 from reidlib.engine import distributed
 from reidlib.engine.distributed import DistContext
-from reidlib.engine.inference import evaluate_model, wants_masks
+from reidlib.engine.inference import evaluate_model
 from reidlib.engine.optim import build_optimizer, build_scheduler
 from reidlib.engine.progress import Progress, resolve_mode
-from reidlib.engine.step import StepContext, amp_available, amp_dtype, default_train_step, loss_values
+from reidlib.engine.step import StepContext, amp_available, amp_dtype, loss_values
+from reidlib.methods.base import Batch, DataInfo, ReIDMethod
 from reidlib.seed import get_rng_state, preserved_rng, seed_everything, set_rng_state
 
 Callback = Callable[[int, dict], None]  # (1-based epoch, that epoch's history record)
@@ -88,17 +88,18 @@ class Run:
                 for r in self.history if kind is None or r.get("kind") == kind]
         return pd.DataFrame(rows)
 
-    def load_model(self, device: str | torch.device = "cpu") -> nn.Module:
-        """The trained method in eval mode: built with reidlib.methods.build, weights from model.pt
-        (loaded with weights_only=True)."""
+    def load_model(self, device: str | torch.device = "cpu") -> ReIDMethod:
+        """The trained method in eval mode on `device`: built with reidlib.methods.build from the run's
+        config and data info, weights from model.pt (loaded with weights_only=True)."""
         file = self.path / MODEL_FILE
         if not file.is_file():
             raise FileNotFoundError(f"{file} is missing: the run is {self.status}; call "
                                     "reidlib.engine.train with the same config to finish it")
-        blob = torch.load(file, map_location=device, weights_only=True)
-        model = methods.build(self.config.method, self.config.model, **blob["build_kwargs"])
+        blob = torch.load(file, map_location="cpu", weights_only=True)
+        model = methods.build(self.config.method, self.config.model, saved_info(blob))
         model.load_state_dict(blob["state_dict"])
-        return memory_format(model, self.config.train).to(device).eval()
+        dev = distributed.resolve_device(device, distributed.env_context())
+        return memory_format(model, self.config.train).to(dev).eval()
 
 
 # -------------------------------------------------------------------------------------- helpers
@@ -109,28 +110,38 @@ def memory_format(model: nn.Module, tcfg: Any) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if tcfg.channels_last else model
 
 
-def method_class(name: str) -> type:
-    methods.names()  # imports the method modules so they register
-    return methods.METHODS.get(name)
-
-
 def resolved_model_config(cfg: RunConfig) -> dict:
-    """The method config with its defaults filled in (what the run key hashes)."""
-    config_class = method_class(cfg.method).config_class
-    if config_class is object:
-        return dict(cfg.model)
-    return to_dict(from_dict(config_class, cfg.model, where="model"))
+    """The method config with its defaults filled in (what the run key hashes); validates it."""
+    return to_dict(methods.build_config(cfg.method, cfg.model))
 
 
-def build_kwargs(method_cls: type, dataset: Any, data_cfg: Any) -> dict[str, Any]:
-    """Data-dependent constructor arguments, those the method's __init__ accepts: num_classes,
-    num_cameras (training split) and image_size (height, width) for layers sized to the feature map."""
-    offered = {"num_classes": dataset.num_train_pids, "num_cameras": dataset.num_train_cams,
-               "image_size": (data_cfg.height, data_cfg.width)}
-    params = inspect.signature(method_cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return offered
-    return {k: v for k, v in offered.items() if k in params}
+def saved_info(blob: dict) -> DataInfo:
+    """The DataInfo a model.pt was built with (files written before it existed carry `build_kwargs`)."""
+    if "info" in blob:
+        return DataInfo.from_dict(blob["info"])
+    legacy = blob["build_kwargs"]
+    return DataInfo(num_classes=legacy["num_classes"], num_cameras=legacy.get("num_cameras") or 1,
+                    image_size=tuple(legacy.get("image_size") or (256, 128)))
+
+
+def check_data(method_cls: type[ReIDMethod], cfg: RunConfig) -> None:
+    """What the method declares it needs from the data, checked before anything is built."""
+    if (method_cls.needs_masks or method_cls.test_masks) and cfg.data.masks is None:
+        raise ConfigError(f"method {cfg.method!r} learns from human-parsing labels: set data.masks to "
+                          "'parsing' (label PNGs) or 'pifpaf' (BPBreID's .npy fields)")
+
+
+def stage_model_file(runs_dir: Path, init_from: str) -> Path:
+    """model.pt of the earlier stage `init_from` ("<method>/<key>", a run under runs_dir/cache)."""
+    if init_from.count("/") != 1:
+        raise ConfigError(f"init_from={init_from!r}: give '<method>/<run key>' of a finished run (a config "
+                          "name such as 'qpm_ide' is resolved by Workbook.train, which trains that stage "
+                          "first)")
+    file = runs.run_dir(runs_dir, *init_from.split("/")) / MODEL_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"init_from={init_from!r}: {file} is missing; train that stage first "
+                                "(Workbook.train does it for a config name)")
+    return file
 
 
 def _set_epoch(loader: Any, epoch: int) -> None:
@@ -138,10 +149,6 @@ def _set_epoch(loader: Any, epoch: int) -> None:
         if hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)
             return
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 def _mean(sums: dict[str, float], count: int) -> dict[str, float]:
@@ -187,13 +194,17 @@ def train(cfg: RunConfig, runs_dir: str | Path = "runs", retrain: bool = False, 
 
 def _train(cfg: RunConfig, runs_dir: Path, retrain: bool, mode: str, dev: torch.device, ctx: DistContext,
            dataset: Any, callbacks: Sequence[Callback]) -> Run:
-    method_cls = method_class(cfg.method)
+    method_cls = methods.get(cfg.method)
+    model_config = resolved_model_config(cfg)  # a bad model config fails here, before data and folders
+    check_data(method_cls, cfg)
+    if cfg.init_from is not None:
+        stage_model_file(runs_dir, cfg.init_from)
     if dataset is None:
         from reidlib.data.loader import load_from_config
 
-        splits = ("train", "query", "gallery") if wants_masks(method_cls) else ("train",)
+        splits = ("train", "query", "gallery") if method_cls.test_masks else ("train",)
         dataset = load_from_config(cfg.data, mask_splits=splits)
-    key = runs.run_key(cfg, runs.data_identity(dataset), resolved_model_config(cfg))
+    key = runs.run_key(cfg, runs.data_identity(dataset), model_config)
     path = runs.run_dir(runs_dir, cfg.method, key)
     with runs.run_lock(path) if ctx.is_main else contextlib.nullcontext():
         finished = ctx.is_main and not retrain and runs.run_status(path) == "finished"
@@ -204,13 +215,13 @@ def _train(cfg: RunConfig, runs_dir: Path, retrain: bool, mode: str, dev: torch.
             for name in _RESULT_FILES:
                 (path / name).unlink(missing_ok=True)
         distributed.barrier(ctx)
-        return _Trainer(cfg, path, key, dataset, method_cls, mode, dev, ctx).fit(callbacks)
+        return _Trainer(cfg, runs_dir, path, key, dataset, mode, dev, ctx).fit(callbacks)
 
 
 class _Trainer:
     """One session of one run: builds everything, restores a checkpoint if any, runs the epochs."""
 
-    def __init__(self, cfg: RunConfig, path: Path, key: str, dataset: Any, method_cls: type, mode: str,
+    def __init__(self, cfg: RunConfig, runs_dir: Path, path: Path, key: str, dataset: Any, mode: str,
                  dev: torch.device, ctx: DistContext):
         from reidlib.data.loader import build_train_loader
 
@@ -220,8 +231,8 @@ class _Trainer:
         # Rank 0 keeps the plain seed: its model init (broadcast to every rank by DDP) and its random
         # stream are those of a single-process run with this seed.
         seed_everything(cfg.seed + ctx.rank)
-        self.build_kwargs = build_kwargs(method_cls, dataset, cfg.data)
-        model = methods.build(cfg.method, cfg.model, **self.build_kwargs)
+        self.info = DataInfo.from_dataset(dataset, cfg.data)
+        model = methods.build(cfg.method, cfg.model, self.info)
         self.model = memory_format(model, self.tcfg).to(dev)
         self.optimizer = build_optimizer(self.model, self.tcfg)
         self.scheduler = build_scheduler(self.optimizer, self.tcfg)
@@ -232,13 +243,34 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp and amp_dtype(dev) == torch.float16)
         self.loader = build_train_loader(dataset, cfg.data, seed=cfg.seed, rank=ctx.rank,
                                          world_size=ctx.world_size)
+        self.progress = Progress(mode if ctx.is_main else "off", self.tcfg.epochs, desc=cfg.method)
         self.state = _State()
         self.resumed = self._restore()
+        if not self.resumed:
+            if cfg.init_from is not None:
+                self._load_stage(stage_model_file(runs_dir, cfg.init_from))
+            self._start_pass()
         self.net = distributed.wrap(self.model, ctx, dev)
-        custom = getattr(self.model, "train_step", None)
-        self.step_fn = custom if custom is not None else default_train_step
-        self.custom_step = custom is not None
-        self.progress = Progress(mode if ctx.is_main else "off", self.tcfg.epochs, desc=cfg.method)
+        # The default step checks its terms before the backward pass; a method's own step is checked after.
+        self.custom_step = type(self.model).train_step is not ReIDMethod.train_step
+
+    def _load_stage(self, file: Path) -> None:
+        blob = torch.load(file, map_location=self.dev, weights_only=True)
+        taken = self.model.load_stage(blob["state_dict"])
+        self.progress.message(f"initialised {len(taken)} tensors from the earlier stage {self.cfg.init_from}")
+
+    def _start_pass(self) -> None:
+        """`on_train_start` over the training split in order, without augmentation (random streams kept)."""
+        from reidlib.data.loader import build_test_loader
+
+        data = self.cfg.data
+        loader = _Lazy(lambda: build_test_loader(self.dataset.train, data, root=self.dataset.root,
+                                                 with_masks=data.masks is not None))
+        batches = (Batch.from_loader(item, data).to(self.dev) for item in loader)
+        self.model.eval()
+        with preserved_rng(), torch.no_grad():
+            self.model.on_train_start(batches)
+        self.model.train()
 
     # ------------------------------------------------------------------------------ checkpoints
     def _restore(self) -> bool:
@@ -343,18 +375,19 @@ class _Trainer:
         window: dict[str, float] = defaultdict(float)
         images = window_images = window_steps = 0
         start = window_start = time.perf_counter()
-        for step, batch in enumerate(self.loader):
+        for step, item in enumerate(self.loader):
             if step >= steps:
                 break
             ctx = StepContext(method=self.model, forward=self.net, device=self.dev, amp=self.amp,
                               grad_clip=self.tcfg.grad_clip, epoch=epoch + 1, epochs=self.tcfg.epochs,
                               step=step + 1, steps=steps,
                               all_ranks=lambda flag: distributed.all_true(flag, self.ctx, self.dev))
-            terms = self.step_fn(_to_device(batch, self.dev), self.optimizer, self.scaler, ctx)
+            terms = self.model.train_step(Batch.from_loader(item, self.cfg.data).to(self.dev), self.optimizer,
+                                          self.scaler, ctx)
             values = loss_values(terms)
             if self.custom_step:  # the default step checked before its backward pass
                 ctx.check_values(values)
-            n = int(batch["image"].shape[0])
+            n = int(item["image"].shape[0])
             images, window_images, window_steps = images + n, window_images + n, window_steps + 1
             self.state.iteration += 1
             for name, value in values.items():
@@ -403,7 +436,7 @@ class _Trainer:
             self.state.history.append({"kind": "eval", "epoch": epochs, "final": True, **final})
             self.progress.evaluation(epochs, final)
             runs.atomic_torch_save({"method": self.cfg.method, "key": self.key,
-                                    "build_kwargs": self.build_kwargs, "state_dict": self.model.state_dict()},
+                                    "info": self.info.as_dict(), "state_dict": self.model.state_dict()},
                                    self.path / MODEL_FILE)
             runs.atomic_write_jsonl(self.path / HISTORY_FILE, self.state.history)
             last_epoch = next((r for r in reversed(self.state.history) if r["kind"] == "epoch"), {})
@@ -426,4 +459,14 @@ class _Trainer:
                    reused=False)
 
 
-__all__ = ["Run", "train", "build_kwargs", "resolved_model_config", "Callback"]
+class _Lazy:
+    """An iterable that makes its loader only when iterated (most methods ignore `on_train_start`)."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self.make = make
+
+    def __iter__(self):
+        return iter(self.make())
+
+
+__all__ = ["Run", "train", "resolved_model_config", "saved_info", "Callback"]

@@ -1,12 +1,12 @@
 """One optimisation step: the default forward -> loss -> sum -> backward -> step, and the context a
 method's own `train_step` receives.
 
-A method that optimises in an unusual way (DPM's two-step update) defines
+A method that optimises in an unusual way (DPM's two-step update) overrides
 
-    def train_step(self, batch, optimizer, scaler, ctx: StepContext) -> dict[str, Tensor]
+    def train_step(self, batch: Batch, optimizer, scaler, ctx: StepContext) -> dict[str, Tensor]
 
-and the engine calls it instead of `default_train_step`. It must call `ctx.forward(...)` rather than
-`self(...)` (under DistributedDataParallel only the wrapper synchronises gradients), run forward passes
+(`ReIDMethod.train_step` calls `default_train_step`). It must call `ctx.forward(batch)` rather than
+`self(batch)` (under DistributedDataParallel only the wrapper synchronises gradients), run forward passes
 inside `with ctx.autocast():`, step through the scaler (`scaler.scale(loss).backward()`,
 `ctx.clip_grad(optimizer, scaler)`, `scaler.step(optimizer)`, `scaler.update()`) and return its named
 loss terms (the engine logs them and checks them for NaN/inf on every rank; `ctx.check_finite(terms)`
@@ -15,7 +15,6 @@ checks earlier, e.g. before a backward pass). `ctx.epoch` / `ctx.step` tell wher
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from reidlib.methods.base import Batch
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
@@ -101,19 +102,12 @@ def loss_values(terms: dict[str, Tensor]) -> dict[str, float]:
     return dict(zip(terms, stacked, strict=True))
 
 
-def forward_kwargs(method: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Extra batch entries a method's forward asks for by name: `masks` (human-parsing targets) when
-    its signature has a `masks` parameter and the batch carries them."""
-    params = inspect.signature(method.forward).parameters
-    return {"masks": batch["mask"]} if "masks" in params and "mask" in batch else {}
-
-
-def default_train_step(batch: dict[str, Tensor], optimizer: torch.optim.Optimizer,
-                       scaler: torch.amp.GradScaler, ctx: StepContext) -> dict[str, Tensor]:
+def default_train_step(batch: Batch, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                       ctx: StepContext) -> dict[str, Tensor]:
     """forward -> loss terms -> their sum -> backward -> (clip) -> step."""
     with ctx.autocast():
-        outputs = ctx.forward(batch["image"], batch["camid"], **forward_kwargs(ctx.method, batch))
-        terms = ctx.method.loss(outputs, batch["pid"])
+        outputs = ctx.forward(batch)
+        terms = ctx.method.loss(outputs, batch)
     if not terms:
         raise ValueError(f"{type(ctx.method).__name__}.loss() returned no loss terms")
     total = sum(terms.values())
@@ -127,4 +121,4 @@ def default_train_step(batch: dict[str, Tensor], optimizer: torch.optim.Optimize
 
 
 __all__ = ["NonFiniteLossError", "StepContext", "amp_available", "amp_dtype", "default_train_step",
-           "loss_values", "forward_kwargs"]
+           "loss_values"]

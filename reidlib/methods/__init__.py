@@ -1,4 +1,5 @@
-"""Method registry: `build(name, cfg)` returns a `ReIDMethod` configured from a dict or dataclass.
+"""Method registry: `build(name, cfg, info)` returns a `ReIDMethod` configured from a dict or dataclass and
+sized by a `DataInfo` (reidlib.methods.base has the contract).
 
 Each method module registers itself with `@METHODS.register("name")` on its class; the module list
 below is imported lazily on first use so that `import reidlib` stays cheap.
@@ -10,7 +11,7 @@ import importlib
 from typing import Any
 
 from reidlib.config import from_dict
-from reidlib.methods.base import Embedding, ReIDMethod
+from reidlib.methods.base import Batch, DataInfo, Embedding, ReIDMethod
 from reidlib.registry import Registry
 
 METHODS: Registry[type[ReIDMethod]] = Registry("method")
@@ -40,14 +41,24 @@ def names() -> list[str]:
     return METHODS.names()
 
 
-def build(name: str, cfg: Any = None, **kwargs) -> ReIDMethod:
-    """Instantiate method `name`. `cfg` is its config dataclass or a dict of its fields; `kwargs` are
-    data-dependent constructor arguments such as `num_classes` and `num_cameras`."""
+def get(name: str) -> type[ReIDMethod]:
+    """The registered class of method `name` (an unknown name raises, listing the known ones)."""
     _load_all()
-    cls = METHODS.get(name)
+    return METHODS.get(name)
+
+
+def build_config(name: str, cfg: Any = None) -> Any:
+    """Method `name`'s config dataclass from a dict of its fields (validated: a bad key or value raises
+    ConfigError naming it), or `cfg` itself when it is already one."""
+    cls = get(name)
     if cfg is None or isinstance(cfg, dict):
-        cfg = from_dict(cls.config_class, cfg or {}, where=name)
-    return cls(cfg, **kwargs)
+        return from_dict(cls.config_class, cfg or {}, where="model")
+    return cfg
 
 
-__all__ = ["METHODS", "Embedding", "ReIDMethod", "build", "names"]
+def build(name: str, cfg: Any, info: DataInfo) -> ReIDMethod:
+    """Instantiate method `name` from its config (dataclass or dict of its fields), sized by `info`."""
+    return get(name)(build_config(name, cfg), info)
+
+
+__all__ = ["METHODS", "Batch", "DataInfo", "Embedding", "ReIDMethod", "build", "build_config", "get", "names"]

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from reidlib.config import ConfigError, check_range
 from reidlib.methods import METHODS
+from reidlib.methods.base import Batch, DataInfo
 from reidlib.methods.global_baseline import CenterLoss, GlobalBaseline, GlobalLossConfig
 from reidlib.models import build_backbone
 
@@ -48,26 +49,26 @@ class BoT(GlobalBaseline):
 
     config_class = BoTConfig
 
-    def __init__(self, cfg: BoTConfig, num_classes: int, num_cameras: int | None = None):
+    def __init__(self, cfg: BoTConfig, info: DataInfo):
         backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained, last_stride=cfg.last_stride)
-        super().__init__(cfg, {"main": backbone.out_channels}, num_classes)
+        super().__init__(cfg, info, {"main": backbone.out_channels})
         self.backbone = backbone
-        self.center_loss = (CenterLoss(num_classes, backbone.out_channels, cfg.center_lr)
+        self.center_loss = (CenterLoss(info.num_classes, backbone.out_channels, cfg.center_lr)
                             if cfg.center_loss_weight > 0 else None)
 
-    def features(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
-        return {"main": self.backbone(images).mean(dim=(2, 3))}          # GAP: f_t [N, C]
+    def features(self, batch: Batch) -> dict[str, Tensor]:
+        return {"main": self.backbone(batch.images).mean(dim=(2, 3))}    # GAP: f_t [N, C]
 
-    def loss(self, outputs: dict[str, Tensor], pids: Tensor) -> dict[str, Tensor]:
-        terms = super().loss(outputs, pids)                               # id, triplet
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        terms = super().loss(outputs, batch)                              # id, triplet
         if self.center_loss is not None:                                  # Sec. 3.6: + beta L_C
-            terms["center"] = self.cfg.center_loss_weight * self.center_loss(outputs["feat"], pids)
+            terms["center"] = self.cfg.center_loss_weight * self.center_loss(outputs["feat"], batch.pids)
         return terms
 
     @torch.no_grad()
-    def explain(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
+    def explain(self, batch: Batch) -> dict[str, Tensor]:
         """activation [N, h, w]: channel-wise L2 norm of the last feature map (where GAP draws from)."""
-        return {"activation": self.backbone(images).norm(dim=1)}
+        return {"activation": self.backbone(batch.images).norm(dim=1)}
 
 
 __all__ = ["BoT", "BoTConfig"]

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from reidlib.config import ConfigError, check_range
 from reidlib.methods import METHODS
-from reidlib.methods.global_baseline import GlobalBaseline, GlobalLossConfig, TestFeature, require_cameras
+from reidlib.methods.base import Batch, DataInfo
+from reidlib.methods.global_baseline import GlobalBaseline, GlobalLossConfig, TestFeature
 from reidlib.models import backbone_kind, build_backbone
 
 
@@ -54,10 +55,9 @@ class CLIPBaseline(GlobalBaseline):
 
     config_class = CLIPBaselineConfig
 
-    def __init__(self, cfg: CLIPBaselineConfig, num_classes: int, image_size: tuple[int, int],
-                 num_cameras: int | None = None):
-        cameras = require_cameras(cfg.sie_camera, num_cameras)
-        clip = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(image_size),
+    def __init__(self, cfg: CLIPBaselineConfig, info: DataInfo):
+        cameras = info.num_cameras if cfg.sie_camera else 0
+        clip = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(info.image_size),
                               quick_gelu=cfg.quick_gelu, num_cameras=cameras, sie_coef=cfg.sie_coef)
         if backbone_kind(clip) != "clip":
             raise ConfigError(f"model.backbone={cfg.backbone!r} is not a CLIP model; use clip_vit_b16, "
@@ -65,12 +65,12 @@ class CLIPBaseline(GlobalBaseline):
         if cfg.penultimate_triplet and clip.num_blocks < 2:
             raise ConfigError("model.penultimate_triplet needs a CLIP encoder with at least 2 blocks")
         clip.logit_scale.requires_grad_(False)  # the image-text temperature: unused without text
-        super().__init__(cfg, {"main": clip.width, "proj": clip.embed_dim}, num_classes)
+        super().__init__(cfg, info, {"main": clip.width, "proj": clip.embed_dim})
         self.clip = clip
 
-    def features(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
-        cams = camids if self.clip.sie_embed is not None else None
-        blocks = self.clip.forward_visual(images, cams, return_all=True)  # each [N, 1+L, Dv], before ln_post
+    def features(self, batch: Batch) -> dict[str, Tensor]:
+        cams = batch.camids if self.clip.sie_embed is not None else None
+        blocks = self.clip.forward_visual(batch.images, cams, return_all=True)  # [N, 1+L, Dv] before ln_post
         cls = self.clip.model.visual.ln_post(blocks[-1][:, 0])           # f [N, Dv]
         feats = {"main": cls, "proj": self.clip.project(cls)}            # f_proj [N, E]
         if self.cfg.penultimate_triplet:

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reidlib.config import ConfigError, check_range
+from reidlib.config import check_range
 from reidlib.losses import batch_hard_triplet_loss, cross_entropy_label_smooth
-from reidlib.methods.base import Embedding, ReIDMethod
+from reidlib.methods.base import Batch, DataInfo, Embedding, ReIDMethod
 from reidlib.models.heads import BNNeck, LinearClassifier
 
 TestFeature = Literal["before_bn", "after_bn"]
@@ -59,11 +59,6 @@ def scaled_param_groups(model: nn.Module, base_lr: float, factor: Callable[[str]
         if param.requires_grad:
             by_factor.setdefault(float(factor(name)), []).append(param)
     return [{"params": params, "lr": base_lr * f} for f, params in sorted(by_factor.items())]
-
-
-def check_num_classes(num_classes: int) -> None:
-    if num_classes < 1:
-        raise ValueError(f"num_classes={num_classes}: pass the number of training identities (>= 1)")
 
 
 def is_bias(name: str) -> bool:
@@ -114,7 +109,7 @@ class CenterLoss(nn.Module):
 class GlobalBaseline(ReIDMethod):
     """A method whose descriptor is built from global features, each with a `GlobalHead`.
 
-    Subclasses implement `features(images, camids) -> {name: [N, D]}`: one pre-BN feature per head name
+    Subclasses implement `features(batch) -> {name: [N, D]}`: one pre-BN feature per head name
     (in `heads`) plus, optionally, features that only take a triplet loss (any other name). Output keys
     and loss terms carry a suffix per head: "" for the head named "main", "_<name>" otherwise:
       forward -> feat[_x] (f_t), bn_feat[_x] (f_i), logits[_x]; triplet-only features as feat_<name>
@@ -122,22 +117,20 @@ class GlobalBaseline(ReIDMethod):
       embed   -> global_feat = concat over heads (in order) of f_t or f_i, L2-normalised if feat_norm
     """
 
-    def __init__(self, cfg: GlobalLossConfig, head_dims: dict[str, int], num_classes: int):
-        super().__init__()
-        check_num_classes(num_classes)
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self.heads = nn.ModuleDict({name: GlobalHead(dim, num_classes) for name, dim in head_dims.items()})
+    def __init__(self, cfg: GlobalLossConfig, info: DataInfo, head_dims: dict[str, int]):
+        super().__init__(cfg, info)
+        self.heads = nn.ModuleDict({name: GlobalHead(dim, info.num_classes)
+                                    for name, dim in head_dims.items()})
 
     @staticmethod
     def suffix(name: str) -> str:
         return "" if name == "main" else f"_{name}"
 
-    def features(self, images: Tensor, camids: Tensor | None) -> dict[str, Tensor]:
+    def features(self, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def forward(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
-        feats = self.features(images, camids)
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        feats = self.features(batch)
         out: dict[str, Tensor] = {}
         for name, feat in feats.items():
             s = self.suffix(name)
@@ -146,8 +139,8 @@ class GlobalBaseline(ReIDMethod):
                 out[f"bn_feat{s}"], out[f"logits{s}"] = self.heads[name](feat)  # f_i [N, D], [N, C]
         return out
 
-    def loss(self, outputs: dict[str, Tensor], pids: Tensor) -> dict[str, Tensor]:
-        cfg = self.cfg
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        cfg, pids = self.cfg, batch.pids
         terms: dict[str, Tensor] = {}
         for name in self.heads:
             s = self.suffix(name)
@@ -166,28 +159,15 @@ class GlobalBaseline(ReIDMethod):
         return F.normalize(desc, dim=1) if self.cfg.feat_norm else desc
 
     @torch.no_grad()
-    def embed(self, images: Tensor, camids: Tensor | None = None) -> Embedding:
-        return Embedding(global_feat=self.descriptor(self.features(images, camids)))
+    def embed(self, batch: Batch) -> Embedding:
+        return Embedding(global_feat=self.descriptor(self.features(batch)))
 
     def param_groups(self, base_lr: float) -> list[dict]:
         factor = self.cfg.bias_lr_factor
         return scaled_param_groups(self, base_lr, lambda name: factor if is_bias(name) else 1.0)
 
 
-def require_cameras(sie_camera: bool, num_cameras: int | None) -> int:
-    """Number of SIE camera embeddings to build: 0 when SIE is off; an error when it is on but the data
-    set's camera count was not given."""
-    if not sie_camera:
-        return 0
-    if not num_cameras or num_cameras < 1:
-        raise ConfigError(
-            f"model.sie_camera is true but num_cameras={num_cameras!r}: build the method with "
-            "num_cameras=<number of training cameras> (the engine passes it) or set model.sie_camera: false"
-        )
-    return int(num_cameras)
-
-
 __all__ = [
-    "CenterLoss", "GlobalBaseline", "GlobalHead", "GlobalLossConfig", "TestFeature", "check_num_classes",
-    "is_bias", "require_cameras", "scaled_param_groups",
+    "CenterLoss", "GlobalBaseline", "GlobalHead", "GlobalLossConfig", "TestFeature",
+    "is_bias", "scaled_param_groups",
 ]

@@ -22,7 +22,6 @@ Sec. 4.2's learning rates (0.1 for new layers, 0.1x for the pretrained backbone)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,23 +32,11 @@ from torch import Tensor, nn
 from reidlib.config import check_range
 from reidlib.losses import cross_entropy_label_smooth
 from reidlib.methods import METHODS
-from reidlib.methods.base import Embedding, ReIDMethod
-from reidlib.methods.global_baseline import check_num_classes, scaled_param_groups
+from reidlib.methods.base import Batch, DataInfo, Embedding, PartLayout, ReIDMethod
+from reidlib.methods.global_baseline import scaled_param_groups
+from reidlib.methods.parts import PartLinear, stripe_maps, stripe_pool
 from reidlib.models import build_backbone
 from reidlib.models.heads import CLASSIFIER_INIT_STD
-
-
-def stripe_pool(fmap: Tensor, num_parts: int) -> Tensor:
-    """Average pooling over `num_parts` horizontal stripes: [N, C, h, w] -> g [N, p, C].
-
-    Uniform stripes when p divides h (24 x 8 maps in the paper, 6 x 3 in the demo); otherwise adaptive
-    pooling, whose bins overlap by one row."""
-    if fmap.shape[2] < num_parts:
-        raise ValueError(
-            f"feature map height {fmap.shape[2]} is smaller than the number of stripes p={num_parts}; use "
-            f"taller images (the backbone has stride 16: height >= {16 * num_parts}) or fewer parts "
-            "(model.num_parts)")
-    return F.adaptive_avg_pool2d(fmap, (num_parts, 1)).flatten(2).transpose(1, 2)
 
 
 @dataclass
@@ -72,31 +59,6 @@ class PCBConfig:
         check_range("model.dropout", self.dropout, 0.0, 0.999)
         check_range("model.label_smoothing", self.label_smoothing, 0.0, 0.999)
         check_range("model.backbone_lr_factor", self.backbone_lr_factor, 0.0)
-
-
-class PartLinear(nn.Module):
-    """A linear map per part, [N, K, I] -> [N, K, O]; with shared=True one map serves all K parts (a 1x1
-    conv over the K x 1 stripe map)."""
-
-    def __init__(self, num_parts: int, in_features: int, out_features: int, shared: bool = False,
-                 bias: bool = True, init_std: float | None = None):
-        super().__init__()
-        self.num_parts = num_parts
-        copies = 1 if shared else num_parts
-        self.weight = nn.Parameter(torch.empty(copies, out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(copies, out_features)) if bias else None
-        for w in self.weight:
-            if init_std is None:  # Kaiming, fan-out of one part's map, as the released code's conv
-                nn.init.normal_(w, std=math.sqrt(2.0 / out_features))
-            else:
-                nn.init.normal_(w, std=init_std)
-
-    def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight.expand(self.num_parts, -1, -1)              # [K, O, I]
-        out = torch.einsum("nki,koi->nko", x, weight)
-        if self.bias is not None:
-            out = out + self.bias.expand(self.num_parts, -1)
-        return out
 
 
 class StripeReduction(nn.Module):
@@ -125,35 +87,32 @@ class PCB(ReIDMethod):
 
     config_class = PCBConfig
 
-    def __init__(self, cfg: PCBConfig, num_classes: int, num_cameras: int | None = None):
-        super().__init__()
-        check_num_classes(num_classes)
-        self.cfg = cfg
-        self.num_classes = num_classes
+    def __init__(self, cfg: PCBConfig, info: DataInfo):
+        super().__init__(cfg, info)
         self.backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
         channels, k = self.backbone.out_channels, cfg.num_parts
         self.dropout = nn.Dropout(cfg.dropout)
         self.reduction = StripeReduction(k, channels, cfg.reduced_dim, cfg.shared_reduction)
-        self.classifier = PartLinear(k, cfg.reduced_dim, num_classes, init_std=CLASSIFIER_INIT_STD)
+        self.classifier = PartLinear(k, cfg.reduced_dim, info.num_classes, init_std=CLASSIFIER_INIT_STD)
 
     def stripes(self, images: Tensor) -> Tensor:
         """g: the p stripe-pooled column vectors of the backbone map, [N, p, C]."""
         return stripe_pool(self.backbone(images), self.cfg.num_parts)
 
-    def forward(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
-        g = self.stripes(images)                                          # [N, p, C]
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        g = self.stripes(batch.images)                                          # [N, p, C]
         h = self.reduction(self.dropout(g))                               # [N, p, d]
         return {"part_pooled": g, "part_feats": h, "part_logits": self.classifier(h)}  # logits [N, p, M]
 
-    def loss(self, outputs: dict[str, Tensor], pids: Tensor) -> dict[str, Tensor]:
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         logits, eps = outputs["part_logits"], self.cfg.label_smoothing   # [N, p, M]
-        return {"id": sum(cross_entropy_label_smooth(logits[:, k], pids, eps)   # summed over the stripes
+        return {"id": sum(cross_entropy_label_smooth(logits[:, k], batch.pids, eps)  # summed over stripes
                           for k in range(logits.shape[1]))}
 
     @torch.no_grad()
-    def embed(self, images: Tensor, camids: Tensor | None = None) -> Embedding:
+    def embed(self, batch: Batch) -> Embedding:
         """parts: the normalised g_k (or h_k) [N, p, D]; global_feat: their concatenation [N, p * D]."""
-        g = self.stripes(images)
+        g = self.stripes(batch.images)
         parts = g if self.cfg.test_feature == "g" else self.reduction(g)
         parts = F.normalize(parts, dim=2)
         return Embedding(global_feat=parts.flatten(1), parts=parts)
@@ -163,11 +122,15 @@ class PCB(ReIDMethod):
         return scaled_param_groups(self, base_lr, lambda name: factor if name.startswith("backbone.") else 1)
 
     @torch.no_grad()
-    def explain(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
-        """activation [N, h, w] (channel L2 norm of T) and stripe_norms [N, p] (||g_k||)."""
-        fmap = self.backbone(images)
-        return {"activation": fmap.norm(dim=1),
-                "stripe_norms": stripe_pool(fmap, self.cfg.num_parts).norm(dim=2)}
+    def explain(self, batch: Batch) -> dict[str, Tensor]:
+        """activation [N, h, w] (channel L2 norm of T) and part_maps [N, p, h, w] (the p stripes)."""
+        fmap = self.backbone(batch.images)
+        n, _, h, w = fmap.shape
+        maps = stripe_maps(self.cfg.num_parts, h, w, fmap.device).expand(n, -1, -1, -1)
+        return {"activation": fmap.norm(dim=1), "part_maps": maps}
+
+    def part_layout(self) -> PartLayout:
+        return PartLayout("stripes", self.cfg.num_parts)
 
 
-__all__ = ["PCB", "PCBConfig", "PartLinear", "StripeReduction", "stripe_pool"]
+__all__ = ["PCB", "PCBConfig", "StripeReduction"]

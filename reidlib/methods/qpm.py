@@ -16,11 +16,13 @@ Section III, equation by equation:
   re-scored with D = gamma * D_part + (1 - gamma) * D_global (Eq. 15).
 
 "Fine-tuned from the IDE model" (Sec. IV-A) is the `stage` switch. `stage: ide` trains the IDE model
-(backbone, GAP, one classifier, cross-entropy). `stage: qpm` with `init_from: <that run's checkpoint>`
-starts QPM from its backbone; in a config, `init_from: ide` asks the notebook to train that stage first.
+(backbone, GAP, one classifier, cross-entropy); configs/qpm.yaml names that stage in `init_from`, so every
+QPM run starts from its backbone (`ReIDMethod.load_stage`: the tensors both models share).
 
-Ablations (Tables V-VII) are switches on `QPMConfig`. `ablation_config(row)` maps each table row name,
-spelled as in the paper, to the switches.
+Ablations (Tables V-VII) and sweeps (Tables IX-XI) are switches on `QPMConfig`: `QPM.ablations` maps each
+table row, spelled as in the paper, to them. Table V's "Part branch" (58.3 / 46.7 on Occluded-Duke) is
+Table XI's gamma = 1.0 row by the paper's own numbers: the jointly trained QPM scored with its part
+distance alone, so it re-scores the QPM run; "Part branch (trained alone)" is a part-only model.
 """
 
 from __future__ import annotations
@@ -34,15 +36,18 @@ from torch import Tensor, nn
 
 from reidlib.config import ConfigError, check_range
 from reidlib.distance import chunked
-from reidlib.losses import cross_entropy_label_smooth, hard_example_mining
+from reidlib.losses import batch_hard_triplet_loss, cross_entropy_label_smooth
 from reidlib.methods import METHODS
-from reidlib.methods.base import Embedding, ReIDMethod
-from reidlib.methods.spatial_attention import (
-    ATTENTIONS,
-    NEEDS_SPATIAL_SIZE,
-    build_spatial_attention,
-    region_average_pool,
+from reidlib.methods.base import Ablation, Batch, DataInfo, Embedding, PartLayout, ReIDMethod
+from reidlib.methods.parts import (
+    PartLinear,
+    conv1x1,
+    stripe_maps,
+    stripe_pool,
+    weighted_part_distance,
+    weighted_unit_parts,
 )
+from reidlib.methods.spatial_attention import ATTENTIONS, NEEDS_SPATIAL_SIZE, build_spatial_attention
 from reidlib.models import build_backbone
 
 GlobalFeature = Literal["none", "gap", "single", "agfe"]
@@ -51,7 +56,6 @@ Attention = Literal["isa", "fc_sa", "rga_sa", "ra_sa", "cbam_sa", "none"]
 # Cosine distances lie in [0, 2]. Every distance of Eq. (2) and Eq. (15) is an average of them, so adding
 # this bound to the part distance of a gallery item outside the top-n ranks it behind every re-scored one.
 MAX_COSINE_DISTANCE = 2.0
-IDE_PLACEHOLDER = "ide"  # model.init_from value: "the IDE run of this data" (resolved by papers/qpm.py)
 # Elements per intermediate tensor in chunked all-pairs computations (~64 MB in float32).
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -64,14 +68,12 @@ class QPMConfig:
     backbone: str = "resnet50"            # ResNet-50 with its last down-sampling removed
     pretrained: str | None = None         # backbone weights: a file, a folder or "default" (never downloaded)
     stage: Literal["ide", "qpm"] = "qpm"  # "ide": the IDE model QPM is fine-tuned from (Sec. IV-A)
-    init_from: str | None = None          # a stage-"ide" run's model file: its backbone initialises QPM;
-    #                                       "ide": the notebook trains that stage first (papers/qpm.py)
     num_parts: int = 6                    # K
     part_dim: int = 1024                  # d (Table X)
     global_dim: int = 1024                # channels of G; not stated, taken equal to d
     embed_block: Literal["conv", "conv_bn", "conv_bn_relu"] = "conv_bn"  # the 1x1 convs giving f_k and G
     quality_bn: bool = True               # BN between the quality conv and the sigmoid
-    # --- ablation switches, Tables V-VII (see ablation_config)
+    # --- ablation switches, Tables V-VII (see QPM.ablations)
     part_branch: bool = True              # part features f_k, Eq. (1), D_part
     quality: bool = True                  # False: every q_k = 1 (Baseline rows)
     part_triplet: bool = True             # Eq. (3)
@@ -113,66 +115,45 @@ class QPMConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Ablation rows (names exactly as printed in the paper's tables)
+# Ablation and sweep rows (names exactly as printed in the paper's tables)
 
 _PART_ONLY = {"global_feature": "none", "spatial_attention": "none"}
 _GLOBAL_ONLY = {"part_branch": False, "part_triplet": False}
 
-ABLATIONS: dict[str, dict] = {
+
+def _agfe_with(attention: str) -> Ablation:
+    return Ablation({**_GLOBAL_ONLY, "global_feature": "agfe", "spatial_attention": attention})
+
+
+ABLATIONS: dict[str, Ablation] = {
     # Table V
-    "Baseline": {**_PART_ONLY, "quality": False, "part_triplet": False},   # PCB [3]
-    "Baseline(+triplet)": {**_PART_ONLY, "quality": False, "part_triplet": True},
-    "Part branch": {**_PART_ONLY},
-    "GAP global": {**_GLOBAL_ONLY, "quality": False, "global_feature": "gap", "spatial_attention": "none"},
-    "GAP global(+ISA)": {**_GLOBAL_ONLY, "global_feature": "gap", "spatial_attention": "isa"},
-    "AGFE global": {**_GLOBAL_ONLY, "global_feature": "agfe", "spatial_attention": "none"},
-    "AGFE global(+ISA)": {**_GLOBAL_ONLY, "global_feature": "agfe", "spatial_attention": "isa"},
-    "QPM": {},
+    "Baseline": Ablation({**_PART_ONLY, "quality": False, "part_triplet": False}),   # PCB [3]
+    "Baseline(+triplet)": Ablation({**_PART_ONLY, "quality": False, "part_triplet": True}),
+    "Part branch": Ablation(test={"gamma": 1.0}, base="QPM"),  # = Table XI's gamma = 1.0 (see docstring)
+    "Part branch (trained alone)": Ablation(_PART_ONLY),       # not in the paper: a part-only model
+    "GAP global": Ablation({**_GLOBAL_ONLY, "quality": False, "global_feature": "gap",
+                            "spatial_attention": "none"}),
+    "GAP global(+ISA)": Ablation({**_GLOBAL_ONLY, "global_feature": "gap", "spatial_attention": "isa"}),
+    "AGFE global": _agfe_with("none"),
+    "AGFE global(+ISA)": _agfe_with("isa"),
+    "QPM": Ablation(),
     # Table VI (its "GAP global" and "AGFE global" rows are the Table V ones)
-    "SI global": {**_GLOBAL_ONLY, "global_feature": "single", "spatial_attention": "none"},
+    "SI global": Ablation({**_GLOBAL_ONLY, "global_feature": "single", "spatial_attention": "none"}),
     # Table VII: each module on top of "AGFE global"; "+ISA" is "AGFE global(+ISA)"
-    "+FC-SA": {**_GLOBAL_ONLY, "global_feature": "agfe", "spatial_attention": "fc_sa"},
-    "+RGA-SA": {**_GLOBAL_ONLY, "global_feature": "agfe", "spatial_attention": "rga_sa"},
-    "+RA-SA": {**_GLOBAL_ONLY, "global_feature": "agfe", "spatial_attention": "ra_sa"},
-    "+CBAM-SA": {**_GLOBAL_ONLY, "global_feature": "agfe", "spatial_attention": "cbam_sa"},
-    "+ISA": {**_GLOBAL_ONLY, "global_feature": "agfe", "spatial_attention": "isa"},
+    "+FC-SA": _agfe_with("fc_sa"),
+    "+RGA-SA": _agfe_with("rga_sa"),
+    "+RA-SA": _agfe_with("ra_sa"),
+    "+CBAM-SA": _agfe_with("cbam_sa"),
+    "+ISA": _agfe_with("isa"),
+    # Tables IX and X retrain with K parts / dimension d; Table XI re-scores the QPM run with Eq. (15)'s gamma
+    **{f"K={k}": Ablation({"num_parts": k}) for k in (2, 3, 4, 6, 8)},
+    **{f"d={d}": Ablation({"part_dim": d, "global_dim": d}) for d in (128, 256, 512, 1024)},
+    **{f"gamma={g:.1f}": Ablation(test={"gamma": g}, base="QPM") for g in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)},
 }
-
-TABLE_V = ("Baseline", "Baseline(+triplet)", "Part branch", "GAP global", "GAP global(+ISA)",
-           "AGFE global", "AGFE global(+ISA)", "QPM")
-TABLE_VI = ("GAP global", "SI global", "AGFE global")
-TABLE_VII = ("AGFE global", "+FC-SA", "+RGA-SA", "+RA-SA", "+CBAM-SA", "+ISA")
-
-
-def ablation_config(row_name: str) -> dict:
-    """QPMConfig overrides for a row of Table V, VI or VII, named as in the paper ("GAP global(+ISA)")."""
-    try:
-        return dict(ABLATIONS[row_name])
-    except KeyError:
-        raise ValueError(f"unknown QPM ablation row {row_name!r}; rows: {list(ABLATIONS)}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The equations as pure functions
-
-def weighted_unit_parts(parts: Tensor, q: Tensor) -> Tensor:
-    """q_k * f_k / ||f_k||, flattened: [N, K, D], [N, K] -> [N, K*D] (the operand of Eq. 2's product)."""
-    return (F.normalize(parts, dim=-1) * q.unsqueeze(-1)).flatten(1)
-
-
-def quality_weighted_part_distance(parts_a: Tensor, q_a: Tensor, parts_b: Tensor, q_b: Tensor,
-                                   eps: float = 1e-12, unit_b: Tensor | None = None) -> Tensor:
-    """Eq. (2): D[a, b] = sum_k q_k^a q_k^b d_k^ab / sum_k q_k^a q_k^b, d_k = cosine distance of part k.
-
-    parts [A, K, D], q [A, K] -> [A, B]. Writing sum_k q q (1 - cos_k) = sum_k q q - <q*f^, q*f^> turns the
-    sum into one [A, K*D] x [K*D, B] product, so no [A, B, K] tensor is built. `unit_b` may carry
-    `weighted_unit_parts(parts_b, q_b)` precomputed (a gallery compared chunk by chunk)."""
-    if unit_b is None:
-        unit_b = weighted_unit_parts(parts_b, q_b)
-    weighted_cos = weighted_unit_parts(parts_a, q_a) @ unit_b.t()      # sum_k q q cos_k   [A, B]
-    total = q_a @ q_b.t()                                              # sum_k q q         [A, B]
-    return (total - weighted_cos) / total.clamp_min(eps)
-
 
 def pair_weights(q_a: Tensor, q_b: Tensor, eps: float = 1e-12) -> Tensor:
     """Eq. (11): q~_k = q_k^a q_k^b / sum_i q_i^a q_i^b, on broadcastable [..., K] -> [..., K]."""
@@ -218,40 +199,15 @@ def agfe_pair_logits(part_logits: Tensor, q: Tensor) -> Tensor:
     return torch.einsum("pgk,pkm->pgm", w, part_logits)
 
 
-def hard_triplet_violating(dist: Tensor, pids: Tensor, margin: float) -> Tensor:
-    """Eqs. (3) / (13): batch-hard triplet loss, summed over anchors and divided by N_tp, the number of
-    triplets that violate the margin (1 when none do). dist [N, N], pids [N]."""
-    pairs = hard_example_mining(dist, pids)
-    hinge = F.relu(margin + pairs.dist_ap[pairs.valid] - pairs.dist_an[pairs.valid])
-    return hinge.sum() / (hinge > 0).sum().clamp_min(1)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Layers
-
-class PartwiseLinear(nn.Module):
-    """K independent linear maps, i.e. one non-shared 1x1 conv per part: [N, K, I] -> [N, K, O]."""
-
-    def __init__(self, num_parts: int, in_features: int, out_features: int, init_std: float | None = None):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_parts, out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(num_parts, out_features))
-        for w in self.weight:  # per part, so fan-in/out are those of one part's map
-            if init_std is None:
-                nn.init.kaiming_normal_(w, mode="fan_out")
-            else:
-                nn.init.normal_(w, std=init_std)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.einsum("nki,koi->nko", x, self.weight) + self.bias
-
 
 class PartEmbedding(nn.Module):
     """z_k -> f_k: a non-shared 1x1 conv per part (Sec. III-A), optionally with BN and ReLU."""
 
     def __init__(self, num_parts: int, in_features: int, out_features: int, block: str):
         super().__init__()
-        self.conv = PartwiseLinear(num_parts, in_features, out_features)
+        self.conv = PartLinear(num_parts, in_features, out_features)
         self.bn = nn.BatchNorm1d(num_parts * out_features) if "bn" in block else None
         self.relu = block.endswith("relu")
 
@@ -268,20 +224,11 @@ class PartQualityPredictor(nn.Module):
 
     def __init__(self, num_parts: int, channels: int, bn: bool = True):
         super().__init__()
-        self.score = PartwiseLinear(num_parts, channels, 1)
+        self.score = PartLinear(num_parts, channels, 1)
         self.bn = nn.BatchNorm1d(num_parts) if bn else nn.Identity()
 
     def forward(self, z: Tensor) -> Tensor:                             # [N, K, C] -> [N, K]
         return torch.sigmoid(self.bn(self.score(z).squeeze(-1)))
-
-
-def _conv_block(cin: int, cout: int, block: str) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 1, bias="bn" not in block)]
-    if "bn" in block:
-        layers.append(nn.BatchNorm2d(cout))
-    if block.endswith("relu"):
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 def _classifier(in_features: int, num_classes: int) -> nn.Linear:
@@ -296,18 +243,17 @@ def _classifier(in_features: int, num_classes: int) -> nn.Linear:
 
 @METHODS.register("qpm")
 class QPM(ReIDMethod):
-    """QPM (see the module docstring). `image_size=(height, width)` is needed only by the attention
-    modules with fixed-size layers (FC-SA, RGA-SA)."""
+    """QPM (see the module docstring). `info.image_size` sizes the attention modules with fixed-size
+    layers (FC-SA, RGA-SA)."""
 
     config_class = QPMConfig
     metric = "cosine"
     distance_chunk = 256
+    ablations = ABLATIONS
 
-    def __init__(self, cfg: QPMConfig, num_classes: int, image_size: tuple[int, int] | None = None,
-                 num_cameras: int | None = None):
-        super().__init__()
-        self.cfg = cfg
-        self.num_classes = num_classes
+    def __init__(self, cfg: QPMConfig, info: DataInfo):
+        super().__init__(cfg, info)
+        num_classes = info.num_classes
         self.backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained)
         channels = self.backbone.out_channels
         k = cfg.num_parts
@@ -317,12 +263,14 @@ class QPM(ReIDMethod):
         else:
             if cfg.part_branch:
                 self.part_embed = PartEmbedding(k, channels, cfg.part_dim, cfg.embed_block)
-                self.part_classifier = PartwiseLinear(k, cfg.part_dim, num_classes, init_std=0.001)  # W_k^p
+                self.part_classifier = PartLinear(k, cfg.part_dim, num_classes, init_std=0.001)  # W_k^p
             if cfg.uses_quality_predictor:
                 self.quality_predictor = PartQualityPredictor(k, channels, cfg.quality_bn)
             if cfg.global_feature != "none":
-                self.global_embed = _conv_block(channels, cfg.global_dim, cfg.embed_block)       # F -> G
-                spatial = (self._feature_size(image_size)
+                block = cfg.embed_block
+                self.global_embed = conv1x1(channels, cfg.global_dim, bn="bn" in block,       # F -> G
+                                            relu=block.endswith("relu"))
+                spatial = (self._feature_size(info.image_size)
                            if cfg.spatial_attention in NEEDS_SPATIAL_SIZE else None)
                 self.attention = build_spatial_attention(
                     cfg.spatial_attention, cfg.global_dim, k, spatial, cfg.attention_residual,
@@ -330,19 +278,9 @@ class QPM(ReIDMethod):
                 self.global_classifier = _classifier(cfg.global_dim, num_classes)               # W^s
                 if cfg.spatial_attention == "isa" and cfg.isa_id_loss:
                     self.isa_classifier = _classifier(self.attention.reduced_dim, num_classes)  # W^g
-        if cfg.init_from == IDE_PLACEHOLDER:
-            raise ConfigError("model.init_from: 'ide' means 'the IDE run of this data', which "
-                              "reidlib.papers.qpm.QPMRuns trains and fills in; when building QPM yourself, "
-                              "give that run's model.pt (configs/qpm_ide.yaml) or null")
-        if cfg.init_from:
-            self._load_backbone(cfg.init_from)
 
     # --- construction helpers
-    def _feature_size(self, image_size: tuple[int, int] | None) -> tuple[int, int]:
-        if image_size is None:
-            raise ConfigError(
-                f"model.spatial_attention={self.cfg.spatial_attention!r} has layers sized to the feature "
-                "map; build QPM with image_size=(data.height, data.width)")
+    def _feature_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         was_training = self.backbone.training
         self.backbone.eval()
         with torch.no_grad():
@@ -350,17 +288,8 @@ class QPM(ReIDMethod):
         self.backbone.train(was_training)
         return int(shape[2]), int(shape[3])
 
-    def _load_backbone(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict", "model_state"):
-            if isinstance(state, dict) and isinstance(state.get(key), dict):
-                state = state[key]
-        prefix = "backbone."
-        backbone_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if not backbone_state:
-            raise ConfigError(f"model.init_from={path!r} holds no 'backbone.*' weights; point it at the "
-                              "checkpoint of a QPM run trained with model.stage: ide")
-        self.backbone.load_state_dict(backbone_state)
+    def part_layout(self) -> PartLayout | None:
+        return None if self.cfg.stage == "ide" else PartLayout("stripes", self.cfg.num_parts)
 
     # --- shared feature computation
     def _features(self, images: Tensor) -> dict[str, Tensor]:
@@ -371,7 +300,7 @@ class QPM(ReIDMethod):
         if cfg.stage == "ide":
             out["ide_feat"] = fmap.mean((2, 3))                         # [N, C]
             return out
-        z = region_average_pool(fmap, cfg.num_parts)                    # z_k [N, K, C]
+        z = stripe_pool(fmap, cfg.num_parts)                            # z_k [N, K, C]
         if cfg.uses_quality_predictor:
             q = self.quality_predictor(z)                               # q_k [N, K]
         else:
@@ -396,7 +325,7 @@ class QPM(ReIDMethod):
         if cfg.global_feature == "gap":
             out["global_feat"] = g_refined.mean((2, 3))                 # [N, Cg]
         else:
-            stripes = region_average_pool(g_refined, cfg.num_parts)     # g~_k [N, K, Cg]
+            stripes = stripe_pool(g_refined, cfg.num_parts)             # g~_k [N, K, Cg]
             if cfg.global_feature == "single":                          # Eq. (4) on G~ ("SI global")
                 q_hat = q_global / q_global.sum(1, keepdim=True).clamp_min(1e-12)
                 out["global_feat"] = torch.einsum("nk,nkc->nc", q_hat, stripes)
@@ -405,8 +334,8 @@ class QPM(ReIDMethod):
         return out
 
     # --- method contract
-    def forward(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
-        feats = self._features(images)
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        feats = self._features(batch.images)
         out = {k: v for k, v in feats.items() if k not in ("feature_map", "global_map", "refined_map")}
         if self.cfg.stage == "ide":
             out["ide_logits"] = self.ide_classifier(feats["ide_feat"])
@@ -424,8 +353,12 @@ class QPM(ReIDMethod):
     def _ce(self, logits: Tensor, pids: Tensor) -> Tensor:
         return cross_entropy_label_smooth(logits, pids, self.cfg.label_smoothing)
 
-    def loss(self, outputs: dict[str, Tensor], pids: Tensor) -> dict[str, Tensor]:
-        cfg = self.cfg
+    def _triplet(self, dist: Tensor, pids: Tensor) -> Tensor:
+        """Eqs. (3) / (13): batch-hard, normalised by the number of triplets that violate the margin."""
+        return batch_hard_triplet_loss(pids, self.cfg.margin, dist=dist, average="violating")
+
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+        cfg, pids = self.cfg, batch.pids
         terms: dict[str, Tensor] = {}
         if cfg.stage == "ide":
             return {"ide_id": self._ce(outputs["ide_logits"], pids)}
@@ -435,8 +368,8 @@ class QPM(ReIDMethod):
             terms["part_id"] = sum(self._ce(logits[:, k], pids) for k in range(logits.shape[1]))
             if cfg.part_triplet:                                        # Eq. (3) on Eq. (2) distances
                 parts = outputs["part_feats"]
-                dist = quality_weighted_part_distance(parts, q, parts, q)
-                terms["part_triplet"] = hard_triplet_violating(dist, pids, cfg.margin)
+                dist = weighted_part_distance(parts, q, parts, q)       # Eq. (2)
+                terms["part_triplet"] = self._triplet(dist, pids)
         if "isa_logits" in outputs:                                     # Eq. (6)
             terms["global_id"] = self._ce(outputs["isa_logits"], pids)
         q_global = q.detach() if cfg.detach_quality else q
@@ -449,16 +382,16 @@ class QPM(ReIDMethod):
             terms["sg_id"] = 2.0 * ce
             stripes = outputs["global_parts"]                           # Eq. (13) on Eqs. (9)-(10)
             dist = agfe_distance_matrix(stripes, q_global, stripes, q_global)
-            terms["global_triplet"] = hard_triplet_violating(dist, pids, cfg.margin)
+            terms["global_triplet"] = self._triplet(dist, pids)
         elif "global_logits" in outputs:                                # GAP / SI global
             terms["sg_id"] = self._ce(outputs["global_logits"], pids)
             g = F.normalize(outputs["global_feat"], dim=1)
-            terms["global_triplet"] = hard_triplet_violating(1.0 - g @ g.t(), pids, cfg.margin)
+            terms["global_triplet"] = self._triplet(1.0 - g @ g.t(), pids)
         return terms                                                    # Eq. (14): their sum
 
     @torch.no_grad()
-    def embed(self, images: Tensor, camids: Tensor | None = None) -> Embedding:
-        feats = self._features(images)
+    def embed(self, batch: Batch) -> Embedding:
+        feats = self._features(batch.images)
         if self.cfg.stage == "ide":
             return Embedding(global_feat=feats["ide_feat"])
         extras = {"global_parts": feats["global_parts"]} if "global_parts" in feats else {}
@@ -507,8 +440,8 @@ class QPM(ReIDMethod):
             gram = parts @ parts.transpose(1, 2)                        # [G, K, K]
 
         def part(rows: slice) -> Tensor:                                # Eq. (2)
-            return quality_weighted_part_distance(query.parts[rows], query.weights[rows], gallery.parts,
-                                                  gallery.weights, unit_b=unit)
+            return weighted_part_distance(query.parts[rows], query.weights[rows], gallery.parts,
+                                          gallery.weights, unit_b=unit)
 
         def rows_fn(rows: slice) -> Tensor:
             if not use_global:
@@ -534,24 +467,26 @@ class QPM(ReIDMethod):
 
     # --- figures
     @torch.no_grad()
-    def explain(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
-        """Fig. 4: quality scores [N, K]. Fig. 5: channel-L2 heat maps [N, h, w] of G before and after the
-        spatial attention, plus the attention mask [N, h, w] (channel mean for per-channel masks). A model
+    def explain(self, batch: Batch) -> dict[str, Tensor]:
+        """Fig. 4: part_scores = the quality scores q_k [N, K] on the stripes of part_maps [N, K, h, w].
+        Fig. 5: activation_before / activation, channel-L2 heat maps [N, h, w] of G before and after the
+        spatial attention, and its mask `attention` [N, h, w] (channel mean for per-channel masks). A model
         without a global branch shows the backbone map F instead of G. Call it on a model in eval mode:
         the quality BN then uses its running statistics, as at test time."""
-        feats = self._features(images)
+        feats = self._features(batch.images)
         before = feats.get("global_map", feats["feature_map"])
         after = feats.get("refined_map", before)
-        out = {"heat_before": before.norm(dim=1), "heat_after": after.norm(dim=1)}
+        out = {"activation_before": before.norm(dim=1), "activation": after.norm(dim=1)}
         if "quality" in feats:
-            out["quality"] = feats["quality"]
+            n, _, h, w = feats["feature_map"].shape
+            out["part_scores"] = feats["quality"]
+            out["part_maps"] = stripe_maps(self.cfg.num_parts, h, w, before.device).expand(n, -1, -1, -1)
         if "attention" in feats:
             out["attention"] = feats["attention"].mean(1)
         return out
 
 
 __all__ = [
-    "QPM", "QPMConfig", "ABLATIONS", "TABLE_V", "TABLE_VI", "TABLE_VII", "ATTENTIONS", "ablation_config",
-    "weighted_unit_parts", "quality_weighted_part_distance", "pair_weights", "agfe_features",
-    "agfe_distance_matrix", "agfe_pair_logits", "hard_triplet_violating", "MAX_COSINE_DISTANCE",
+    "QPM", "QPMConfig", "ABLATIONS", "ATTENTIONS", "pair_weights", "agfe_features", "agfe_distance_matrix",
+    "agfe_pair_logits", "MAX_COSINE_DISTANCE",
 ]

@@ -33,21 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidlib.methods.parts import conv1x1, stripe_pool
+
 ATTENTIONS = ("isa", "fc_sa", "rga_sa", "ra_sa", "cbam_sa", "none")
 NEEDS_SPATIAL_SIZE = ("fc_sa", "rga_sa")  # fully connected / relation layers fixed to h*w positions
-
-
-def region_average_pool(x: Tensor, num_parts: int) -> Tensor:
-    """Region Average Pooling over K horizontal stripes: [N, C, h, w] -> [N, K, C].
-
-    The stripes are uniform when K divides h. Otherwise adaptive pooling uses bins that overlap by one
-    row. That only happens at the small scaled-down resolutions, never at the paper's 24 x 8 maps."""
-    if x.shape[2] < num_parts:
-        raise ValueError(
-            f"feature map height {x.shape[2]} is smaller than the number of parts K={num_parts}; "
-            "use taller input images or fewer parts (model.num_parts)"
-        )
-    return F.adaptive_avg_pool2d(x, (num_parts, 1)).flatten(2).transpose(1, 2)  # [N, K, C]
 
 
 @dataclass
@@ -107,17 +96,13 @@ class IdentityAwareSpatialAttention(SpatialAttention):
         self.expand = nn.Linear(self.reduced_dim, channels)
 
     def mask(self, x: Tensor, quality: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        parts = region_average_pool(x, self.num_parts)                       # [N, K, C]
+        parts = stripe_pool(x, self.num_parts)                       # [N, K, C]
         q_hat = quality / quality.sum(1, keepdim=True).clamp_min(1e-12)      # Eq. (5)  [N, K]
         h = torch.einsum("nk,nkc->nc", q_hat, parts)                         # Eq. (4)  [N, C]
         h_hat = self.reduce(h)                                               # [N, C/r] (Eq. 6 input)
         h_tilde = self.expand(F.relu(h_hat))                                 # [N, C]
         m = torch.sigmoid(torch.einsum("nchw,nc->nhw", x, h_tilde))          # Eq. (7)  [N, h, w]
         return m.unsqueeze(1), {"h": h, "h_hat": h_hat}
-
-
-def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class FullyConnectedSpatialAttention(SpatialAttention):
@@ -135,7 +120,7 @@ class FullyConnectedSpatialAttention(SpatialAttention):
         super().__init__(residual)
         self.spatial_size = tuple(spatial_size)
         positions = self.spatial_size[0] * self.spatial_size[1]
-        self.reduce = _conv_bn_relu(channels, max(1, channels // reduction))
+        self.reduce = conv1x1(channels, max(1, channels // reduction))
         self.fc = nn.Sequential(
             nn.Linear(positions, hidden_per_position * positions),
             nn.ReLU(inplace=True),
@@ -166,10 +151,10 @@ class RelationAwareSpatialAttention(SpatialAttention):
         positions = self.spatial_size[0] * self.spatial_size[1]
         inter_c = max(1, channels // channel_ratio)
         inter_s = max(1, positions // spatial_ratio)
-        self.theta = _conv_bn_relu(channels, inter_c)
-        self.phi = _conv_bn_relu(channels, inter_c)
-        self.embed_feature = _conv_bn_relu(channels, inter_c)
-        self.embed_relation = _conv_bn_relu(2 * positions, inter_s)
+        self.theta = conv1x1(channels, inter_c)
+        self.phi = conv1x1(channels, inter_c)
+        self.embed_feature = conv1x1(channels, inter_c)
+        self.embed_relation = conv1x1(2 * positions, inter_s)
         joint = 1 + inter_s
         hidden = max(1, joint // down_ratio)
         self.weights = nn.Sequential(
@@ -282,5 +267,5 @@ def build_spatial_attention(name: str, channels: int, num_parts: int,
 __all__ = [
     "ATTENTIONS", "NEEDS_SPATIAL_SIZE", "Attended", "SpatialAttention", "IdentityAwareSpatialAttention",
     "FullyConnectedSpatialAttention", "RelationAwareSpatialAttention", "ResidualSpatialAttention",
-    "CBAMSpatialAttention", "build_spatial_attention", "region_average_pool",
+    "CBAMSpatialAttention", "build_spatial_attention",
 ]

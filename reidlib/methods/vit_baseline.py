@@ -26,7 +26,8 @@ from torch import Tensor
 
 from reidlib.config import ConfigError, check_range
 from reidlib.methods import METHODS
-from reidlib.methods.global_baseline import GlobalBaseline, GlobalLossConfig, TestFeature, require_cameras
+from reidlib.methods.base import Batch, DataInfo
+from reidlib.methods.global_baseline import GlobalBaseline, GlobalLossConfig, TestFeature
 from reidlib.models import backbone_kind, build_backbone
 
 
@@ -58,31 +59,30 @@ class ViTBaseline(GlobalBaseline):
 
     config_class = ViTBaselineConfig
 
-    def __init__(self, cfg: ViTBaselineConfig, num_classes: int, image_size: tuple[int, int],
-                 num_cameras: int | None = None):
-        cameras = require_cameras(cfg.sie_camera, num_cameras)
-        vit = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(image_size),
+    def __init__(self, cfg: ViTBaselineConfig, info: DataInfo):
+        cameras = info.num_cameras if cfg.sie_camera else 0
+        vit = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(info.image_size),
                              stride=cfg.patch_stride, num_cameras=cameras, sie_coef=cfg.sie_coef,
                              drop_path_rate=cfg.drop_path)
         if backbone_kind(vit) != "vit":
             raise ConfigError(f"model.backbone={cfg.backbone!r} is not a ViT; use vit_base_patch16, "
                               "vit_small_demo or vit_tiny_ci")
-        super().__init__(cfg, {"main": vit.embed_dim}, num_classes)
+        super().__init__(cfg, info, {"main": vit.embed_dim})
         self.vit = vit
 
     def _cams(self, camids: Tensor | None) -> Tensor | None:
         return camids if self.vit.sie_embed is not None else None
 
-    def features(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
-        return {"main": self.vit(images, self._cams(camids))[:, 0]}      # class token f_t [N, D]
+    def features(self, batch: Batch) -> dict[str, Tensor]:
+        return {"main": self.vit(batch.images, self._cams(batch.camids))[:, 0]}  # class token f_t [N, D]
 
     @torch.no_grad()
-    def explain(self, images: Tensor, camids: Tensor | None = None) -> dict[str, Tensor]:
-        """cls_attention [N, heads, gh, gw]: the last block's attention from the class token to each
+    def explain(self, batch: Batch) -> dict[str, Tensor]:
+        """head_attention [N, heads, gh, gw]: the last block's attention from the class token to each
         patch (softmax over all tokens, so a head's map sums to 1 minus its self-attention)."""
-        _, attn = self.vit(images, self._cams(camids), return_attention=True)  # [N, heads, 1+L, 1+L]
+        _, attn = self.vit(batch.images, self._cams(batch.camids), return_attention=True)  # [N, H, 1+L, 1+L]
         cls_to_patches = attn[:, :, 0, self.vit.num_prefix_tokens:]          # [N, heads, L]
-        return {"cls_attention": cls_to_patches.reshape(*cls_to_patches.shape[:2], *self.vit.grid_size)}
+        return {"head_attention": cls_to_patches.reshape(*cls_to_patches.shape[:2], *self.vit.grid_size)}
 
 
 __all__ = ["ViTBaseline", "ViTBaselineConfig"]

@@ -15,6 +15,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from reidlib.models.sie import camera_embedding
 from reidlib.models.stem import ConvStem, check_stem
 from reidlib.models.vit import INIT_STD, patch_grid, resize_pos_embed, tokens_to_map
 from reidlib.models.weights import LoadReport, PretrainedSpec, load_pretrained
@@ -117,14 +118,7 @@ class CLIPBackbone(nn.Module):
     def _camera(self, camids: Tensor | None, n: int) -> Tensor | None:
         if self.sie_embed is None:
             return None
-        if camids is None:
-            raise ValueError(
-                "this CLIP backbone has a camera embedding: pass camids or build it with num_cameras=0"
-            )
-        camids = torch.as_tensor(camids, device=self.sie_embed.device).long()
-        if camids.shape != (n,) or int(camids.min()) < 0 or int(camids.max()) >= self.num_cameras:
-            raise ValueError(f"camids must be {n} ids in [0, {self.num_cameras}), got {camids.tolist()}")
-        return self.sie_coef * self.sie_embed[camids]  # [N, 1, Dv]
+        return camera_embedding(self.sie_embed, camids, n, self.sie_coef, "CLIP backbone")  # [N, 1, Dv]
 
     def embed(self, x: Tensor, camids: Tensor | None = None) -> Tensor:
         """Tokens entering the first block: ln_pre([cls; patches] + pos (+ lambda * SIE)), [N, 1+L, Dv]."""

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidlib.models.sie import camera_embedding
 from reidlib.models.stem import ConvStem, check_stem
 from reidlib.models.weights import LoadReport, PretrainedSpec, load_pretrained
 
@@ -188,23 +189,10 @@ class ReIDViT(nn.Module):
         nn.init.zeros_(conv.bias)
 
     def camera_embedding(self, camids: Tensor | None, n: int) -> Tensor | None:
-        """sie_coef * SIE[camids] as [N, 1, D], or None when the model has no camera table."""
+        """sie_coef * SIE[camids] as [N, 1, D] (reidlib.models.sie), or None without a camera table."""
         if self.sie_embed is None:
             return None
-        if camids is None:
-            raise ValueError(
-                f"this ViT has a camera embedding ({self.num_cameras} cameras): pass camids, or build it "
-                f"with num_cameras=0"
-            )
-        camids = torch.as_tensor(camids, device=self.sie_embed.device).long()
-        if camids.shape != (n,):
-            raise ValueError(f"camids must have shape ({n},), got {tuple(camids.shape)}")
-        if camids.numel() and (int(camids.min()) < 0 or int(camids.max()) >= self.num_cameras):
-            raise ValueError(
-                f"camera ids must lie in [0, {self.num_cameras}); got range [{int(camids.min())}, "
-                f"{int(camids.max())}]: build the ViT with num_cameras = the data set's camera count"
-            )
-        return self.sie_coef * self.sie_embed[camids]
+        return camera_embedding(self.sie_embed, camids, n, self.sie_coef, "ViT")
 
     def embed(self, x: Tensor, camids: Tensor | None = None) -> Tensor:
         """Token sequence entering the first block: [cls; patches] + pos (+ lambda * SIE), [N, 1+L, D]."""

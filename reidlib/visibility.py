@@ -1,0 +1,131 @@
+"""Do a method's per-part scores know what is occluded? SynthOcc knows the truth.
+
+Every SynthOcc query has an occluder-free twin in the `holistic` protocol (the same shot drawn without
+occluders) and a parsing label map for both. The visible fraction of a part is its body pixels in the
+occluded map over those in the twin's. Parts follow the method's `PartLayout`: horizontal stripes of the
+image (PCB, QPM) or parsing-label groups (BPBreID's five / eight parts, RGANet's regions).
+
+    df = score_vs_visibility(model, dataset, data_cfg)  # per (query, part): score, visibility, occluder
+    score_auc(df)                                       # ROC AUC of the score for "part visible"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from reidlib.methods.base import Batch, PartLayout
+
+VISIBLE_AT = 0.5  # a part counts as visible when at least half of its body pixels are unoccluded
+
+
+def occluder_kind(occluder: str) -> str:
+    """SynthOcc's occluder name as the two kinds the papers discuss: 'pedestrian', 'object' (or 'none')."""
+    return occluder if occluder in ("pedestrian", "none") else "object"
+
+
+def part_visibility(occluded: np.ndarray, holistic: np.ndarray, layout: PartLayout) -> np.ndarray:
+    """[K] visible fraction of each part's body pixels (NaN where the twin shows no body in the part).
+
+    occluded / holistic: [H, W] parsing label maps (0 = background) of a query and its twin."""
+    if layout.kind == "stripes":
+        # image rows in K bands, as the feature map's stripes see them (equal up to rounding)
+        bands = np.array_split(np.arange(occluded.shape[0]), layout.count)
+        seen = [(occluded[rows] > 0).sum() for rows in bands]
+        body = [(holistic[rows] > 0).sum() for rows in bands]
+    else:
+        from reidlib.data.masks import get_grouping
+
+        groups = get_grouping(layout.grouping, "parsing").parsing
+        seen = [np.isin(occluded, labels).sum() for labels in groups]
+        body = [np.isin(holistic, labels).sum() for labels in groups]
+    return np.array([s / b if b else np.nan for s, b in zip(seen, body, strict=True)])
+
+
+def query_metadata(dataset) -> pd.DataFrame:
+    """SynthOcc's metadata of the data set's protocol, indexed by file name (occluder, occluded fraction)."""
+    from reidlib.data import synthocc
+
+    return synthocc.read_metadata(synthocc.protocol_root(dataset.root)).set_index("filename")
+
+
+@torch.no_grad()
+def score_vs_visibility(model, dataset, data_cfg, twin: str = "holistic") -> pd.DataFrame:
+    """One row per (query image, part): the method's `part_scores`, the part's true visible fraction and
+    the occluder kind. `dataset` must be a SynthOcc protocol with occluders (e.g. occluded_duke)."""
+    from reidlib.data.loader import build_test_loader
+
+    layout = model.part_layout()
+    if layout is None:
+        raise ValueError(f"{type(model).__name__} has no per-part scores (part_layout() is None)")
+    model.eval()
+    device = next(model.parameters()).device
+    scores = []
+    for item in build_test_loader(dataset.query, data_cfg, root=dataset.root, with_masks=model.test_masks):
+        out = model.explain(Batch.from_loader(item, data_cfg).to(device))
+        if "part_scores" not in out:
+            raise ValueError(f"{type(model).__name__}.explain() gives no part_scores")
+        scores.append(out["part_scores"].float().cpu())
+    scores = torch.cat(scores).numpy()                                   # [Q, K]
+    from reidlib.data import synthocc
+
+    protocol_dir = Path(synthocc.protocol_root(dataset.root))
+    set_root, protocol = protocol_dir.parent, protocol_dir.name
+    meta = query_metadata(dataset)
+    names = _part_names(layout)
+    rows = []
+    for rec, score in zip(dataset.query, scores, strict=True):
+        name = Path(rec.path).name
+        label = Path("masks") / "parsing" / "query" / f"{Path(name).stem}.png"
+        maps = [np.asarray(Image.open(set_root / p / label)) for p in (protocol, twin)]
+        vis = part_visibility(*maps, layout)
+        kind = occluder_kind(meta.loc[name, "occluder"])
+        rows += [{"image": name, "part": names[j], "score": float(score[j]), "visibility": float(vis[j]),
+                  "occluder": kind} for j in range(layout.count) if not np.isnan(vis[j])]
+    return pd.DataFrame(rows)
+
+
+def _part_names(layout: PartLayout) -> list[str]:
+    if layout.kind == "stripes":
+        return [f"stripe {k + 1}" for k in range(layout.count)]
+    from reidlib.data.masks import part_names
+
+    return part_names(layout.grouping)
+
+
+def score_auc(df: pd.DataFrame, visible_at: float = VISIBLE_AT) -> pd.DataFrame:
+    """ROC AUC of the part score for "part visible" (visibility >= visible_at), per occluder kind and over
+    all occluded images; 0.5 is chance."""
+    from sklearn.metrics import roc_auc_score
+
+    occluded = df[df.occluder != "none"]
+    out = {}
+    for name, part in [*occluded.groupby("occluder"), ("all occluded images", occluded)]:
+        visible = part.visibility >= visible_at
+        auc = roc_auc_score(visible, part.score) if visible.nunique() == 2 else np.nan
+        out[name] = {"parts": len(part), "occluded parts": int((~visible).sum()), "ROC AUC": auc,
+                     "mean score (visible)": part.score[visible].mean(),
+                     "mean score (occluded)": part.score[~visible].mean()}
+    return pd.DataFrame(out).T
+
+
+def example_queries(dataset, per_kind: int = 3) -> tuple[list, list[str]]:
+    """The first `per_kind` queries occluded by objects and by pedestrians, with captions
+    "<occluder> (<occluded fraction>)"."""
+    meta = query_metadata(dataset)
+    picks, captions = [], []
+    for kind in ("object", "pedestrian"):
+        chosen = [r for r in dataset.query if occluder_kind(meta.loc[Path(r.path).name, "occluder"]) == kind]
+        for rec in chosen[:per_kind]:
+            row = meta.loc[Path(rec.path).name]
+            picks.append(rec)
+            captions.append(f"{row['occluder']} ({row['occluded_fraction']:.0%})")
+    return picks, captions
+
+
+__all__ = ["VISIBLE_AT", "example_queries", "occluder_kind", "part_visibility", "query_metadata", "score_auc",
+           "score_vs_visibility"]
