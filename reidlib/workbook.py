@@ -36,7 +36,7 @@ SPREAD_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
 
 class Workbook:
-    """Parameters of a paper notebook, resolved once (see DESIGN.md, "Notebook anatomy")."""
+    """Parameters of a paper notebook, resolved once (see docs/design.md, "Notebook anatomy")."""
 
     def __init__(self, paper: str, profile: str = "demo", dataset: str | None = None,
                  data_root: str | None = None, device: str = "auto", seed: int = 0, out_dir: str = "runs",
@@ -179,7 +179,7 @@ class Workbook:
         return fig
 
     def scaling(self, method: str) -> pd.DataFrame:
-        """The paper's settings beside this profile's (DESIGN.md: "the scaling stated in one table")."""
+        """The paper's settings beside this profile's (docs/design.md: "the scaling stated in one table")."""
         paper, here = profile_config(method, "paper"), profile_config(method, self.profile)
 
         def pick(cfg: dict, path: tuple[str, str]) -> Any:

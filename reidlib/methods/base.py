@@ -1,4 +1,4 @@
-"""The method contract every paper's model implements (see DESIGN.md, "Method contract")."""
+"""The method contract every paper's model implements (see docs/design.md, "Method contract")."""
 
 from __future__ import annotations
 
