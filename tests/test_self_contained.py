@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # Built by concatenation so that this file does not contain the patterns it looks for.
-FORBIDDEN = ("../" + "shared/", "shared" + "/papers", "/" + "work/")
+FORBIDDEN = ("../" + "shared" + "/", "shared" + "/papers", "/" + "work" + "/")
 
 
 def tracked_files() -> list[Path]:
