@@ -4,7 +4,7 @@
                                          [--channels-last] [--amp]
 
 Prints one Markdown row per (backbone, size), best of `--iters` timed steps after one warm-up step;
-compare with the budget table in DESIGN.md (measured on an otherwise idle machine). With
+compare with the budget table in docs/design.md (measured on an otherwise idle machine). With
 `--channels-last` a cell adds channels-last weights, with `--amp` bfloat16 autocast (on top of
 channels-last when both are given), each as "rate (ratio to the plain float32 rate of the same run)": the
 ratios behind `train.channels_last` (default on) and `train.amp` (on where it pays off).
@@ -23,7 +23,7 @@ from reidlib.models import backbone_kind, build_backbone
 DEFAULT = [
     ("resnet_tiny", "resnet_tiny", {}),
     ("resnet_small d10", "resnet_small", {"depth": 10}),
-    # DESIGN.md's reference (timm default stem width 64): 282 img/s at 128x64, 542 at 96x48, idle machine
+    # docs/design.md's reference (timm default stem width 64): 282 img/s at 128x64, 542 at 96x48, idle machine
     ("resnet_small d10 stem64 (DESIGN ref)", "resnet_small", {"depth": 10, "stem_width": 64}),
     ("resnet_small d18", "resnet_small", {"depth": 18}),
     ("resnet_small d10 IBN-a", "resnet_small", {"depth": 10, "ibn": True}),

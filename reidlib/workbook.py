@@ -53,7 +53,7 @@ def notebook_parameters(namespace: dict) -> dict:
 
 
 class Workbook:
-    """Parameters of a paper notebook, resolved once (see DESIGN.md, "Notebook anatomy")."""
+    """Parameters of a paper notebook, resolved once (see docs/design.md, "Notebook anatomy")."""
 
     def __init__(self, paper: str, profile: str = "demo", dataset: str | None = None,
                  data_root: str | None = None, device: str = "auto", seed: int = 0, out_dir: str = "runs",
@@ -67,7 +67,7 @@ class Workbook:
                              "the data set (see README, 'Paper profile: data and weights')")
         self.device, self.seed, self.retrain = device, seed, retrain
         self.run_ablations = run_ablations
-        self.run_sweeps = (profile == "paper") if run_sweeps is None else run_sweeps  # DESIGN: off in demo
+        self.run_sweeps = (profile == "paper") if run_sweeps is None else run_sweeps  # off in demo
         self.interactive = interactive
         out = Path(out_dir)
         self.out_dir = out if out.is_absolute() else project_root() / out
@@ -299,7 +299,7 @@ class Workbook:
         return fig
 
     def scaling(self, name: str) -> pd.DataFrame:
-        """The paper's settings beside this profile's (DESIGN.md: "the scaling stated in one table")."""
+        """The paper's settings beside this profile's (docs/design.md: "the scaling stated in one table")."""
         paper, here = profile_config(name, "paper"), profile_config(name, self.profile)
 
         def pick(cfg: dict, path: tuple[str, str]) -> Any:

@@ -1,4 +1,7 @@
-"""QPM: Quality-aware Part Models for occluded person re-identification (paper: shared/papers/qpm.txt).
+"""QPM: Quality-aware Part Models for occluded person re-identification.
+
+Paper: P. Wang, C. Ding, Z. Shao, Z. Hong, S. Zhang, D. Tao, "Quality-aware Part Models for Occluded Person
+Re-identification", IEEE Transactions on Multimedia, doi:10.1109/TMM.2022.3156282; arXiv:2201.00107.
 
 Section III, equation by equation:
 - Part branch (III-A): F is split into K horizontal stripes and region-average pooled (z_k). A non-shared
