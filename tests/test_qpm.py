@@ -4,6 +4,8 @@ occluded parts after a short training on synthetic data."""
 
 from __future__ import annotations
 
+from statistics import median
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -323,6 +325,86 @@ def test_ide_stage_initialises_the_qpm_backbone_only():
         qpm.load_stage({"head.weight": torch.zeros(1)})
 
 
+def _batch_hard_violating_loop(dist: torch.Tensor, pids: torch.Tensor, margin: float) -> float:
+    hinges = []
+    for i in range(len(pids)):
+        pos = [dist[i, j] for j in range(len(pids)) if pids[j] == pids[i]]
+        neg = [dist[i, j] for j in range(len(pids)) if pids[j] != pids[i]]
+        hinges.append(max(0.0, margin + float(max(pos)) - float(min(neg))))
+    return sum(hinges) / max(1, sum(h > 0 for h in hinges))
+
+
+def test_loss_assembly_matches_a_direct_computation():
+    """Eq. (14) = Eq. (1) summed over parts + Eq. (3) + Eq. (6) on the pre-ReLU h^ + Eq. (12) over all
+    N x N ordered pairs (each h_g^p labelled with p's identity, both orders: the factor 2) + Eq. (13)."""
+    torch.manual_seed(3)
+    model = build("qpm", {**TINY}, info(4)).train()
+    with torch.no_grad():  # classifiers far from their N(0, 0.001^2) init, so every logit matters
+        for fc in (model.part_classifier, model.isa_classifier, model.global_classifier):
+            fc.weight.normal_(0.0, 1.0)
+    images = torch.randn(8, 3, *IMAGE, generator=_gen(80))
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    step = batch(images, pids)
+    out = model(step)
+    terms = model.loss(out, step)
+    assert set(terms) == {"part_id", "part_triplet", "global_id", "sg_id", "global_triplet"}
+    n, margin = len(pids), model.cfg.margin
+    f, q = out["part_feats"], out["quality"]                                   # [N, K, d], [N, K]
+    w, b = model.part_classifier.weight, model.part_classifier.bias             # [K, M, d], [K, M]
+    eq1 = sum(F.cross_entropy(f[:, k] @ w[k].t() + b[k], pids) for k in range(K))
+    torch.testing.assert_close(terms["part_id"], eq1)
+    fd, qd = f.detach(), q.detach()
+    d_part = torch.tensor([[float(quality_weighted_part_distance(fd[i:i + 1], qd[i:i + 1], fd[j:j + 1],
+                                                                 qd[j:j + 1])) for j in range(n)]
+                           for i in range(n)])
+    eq3 = _batch_hard_violating_loop(d_part, pids, margin)
+    assert terms["part_triplet"].item() == pytest.approx(eq3, abs=1e-5)
+    # Eq. (6): the ID loss sees h^ = W1 h, the first conv's output, before the ReLU
+    with torch.no_grad():
+        g = model.global_embed(model.backbone(images))                          # G [N, C, h, w]
+        stripes = stripe_pool(g, K)                                             # [N, K, C]
+        h = torch.einsum("nk,nkc->nc", q / q.sum(1, keepdim=True), stripes)     # Eqs. (4)-(5)
+        h_hat = model.attention.reduce(h)
+        eq6 = F.cross_entropy(model.isa_classifier(h_hat), pids)
+        relu_first = F.cross_entropy(model.isa_classifier(F.relu(h_hat)), pids)
+    assert terms["global_id"].item() == pytest.approx(eq6.item(), abs=1e-5)
+    assert abs(eq6.item() - relu_first.item()) > 1e-4                         # the test can tell them apart
+    # Eqs. (9)-(13) over every ordered pair of the batch
+    gp, classifier = out["global_parts"], model.global_classifier
+    eq12, d_global = 0.0, torch.zeros(n, n)
+    for i in range(n):
+        for j in range(n):
+            h_ij, h_ji = agfe_features(gp[i], q[i], gp[j], q[j])               # h_j^i (i's), h_i^j (j's)
+            eq12 += F.cross_entropy(classifier(h_ij)[None], pids[i:i + 1]).item()
+            eq12 += F.cross_entropy(classifier(h_ji)[None], pids[j:j + 1]).item()
+            d_global[i, j] = _cos_dist(h_ij.detach(), h_ji.detach())
+    assert terms["sg_id"].item() == pytest.approx(eq12 / n**2, abs=1e-4)
+    assert terms["global_triplet"].item() == pytest.approx(_batch_hard_violating_loop(d_global, pids, margin),
+                                                           abs=1e-5)
+
+
+def test_quality_predictor_is_per_part_conv_bn_sigmoid():
+    from reidlib.methods.qpm import PartQualityPredictor
+
+    predictor = PartQualityPredictor(K, 8).eval()
+    with torch.no_grad():
+        predictor.bn.running_mean.uniform_(-0.5, 0.5)
+        predictor.bn.running_var.uniform_(0.5, 2.0)
+        predictor.bn.weight.uniform_(0.5, 1.5)
+        predictor.bn.bias.uniform_(-0.2, 0.2)
+    z = torch.randn(5, K, 8, generator=_gen(90))
+    w, b, bn = predictor.score.weight, predictor.score.bias, predictor.bn        # [K, 1, C], [K, 1]
+    assert w.shape == (K, 1, 8)                                                  # one 1x1 conv per part
+    logits = torch.stack([z[:, k] @ w[k, 0] + b[k, 0] for k in range(K)], 1)    # [N, K]
+    expected = torch.sigmoid((logits - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight
+                             + bn.bias)
+    torch.testing.assert_close(predictor(z), expected)
+    changed = z.clone()
+    changed[:, 2] += 1.0                                                         # only part 2's input moves
+    moved = (predictor(changed) - predictor(z)).abs().amax(0) > 0
+    assert moved.tolist() == [k == 2 for k in range(K)]
+
+
 # ------------------------------------------------------------------------------------------ fidelity
 def _striped_people(num_ids: int, per_id: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Identities are K horizontal bands, each one of two colours, so look-alikes differ in one or two
@@ -348,16 +430,15 @@ def _striped_people(num_ids: int, per_id: int, seed: int) -> tuple[torch.Tensor,
     return (torch.stack(images) - 0.5) / 0.25, torch.tensor(pids), torch.stack(visible)
 
 
-def test_fidelity_quality_scores_drop_on_occluded_parts():
-    """Sec. III-A: "the part quality predictors have to predict lower scores to occluded parts". No
-    visibility label is used in training; the occluded bottom parts must end up with lower scores than
-    the same parts when visible."""
-    torch.manual_seed(0)
+def fidelity_run(seed: int) -> tuple[float, float]:
+    """Train QPM for 40 P x A steps on striped people (model init and batch order from `seed`, the data
+    fixed) and return (AUC, gap) of the bottom parts' quality scores, visible against occluded."""
+    torch.manual_seed(seed)
     num_ids, per_id, p, a = 32, 8, 8, 4
     images, pids, _ = _striped_people(num_ids, per_id, seed=70)
     model = build("qpm", {**TINY}, info(num_ids))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)  # from scratch: faster than the paper's SGD
-    g = _gen(71)
+    g = _gen(71 + seed)
     for _ in range(40):  # P x A batches, as the identity sampler draws them
         chosen = torch.randperm(num_ids, generator=g)[:p]
         index = torch.cat([torch.nonzero(pids == pid).flatten()[torch.randperm(per_id, generator=g)[:a]]
@@ -374,6 +455,19 @@ def test_fidelity_quality_scores_drop_on_occluded_parts():
     # Eq. (2) uses the scores relatively, so the test asks for an ordering: the probability that a visible
     # part outscores an occluded one (ROC AUC); 0.5 would be chance.
     auc = (shown[:, None] > occluded[None]).float().mean().item()
-    gap = (shown.mean() - occluded.mean()).item()
-    # seed 0 gives AUC 0.70, gap 0.20; other seeds 0.59-0.73 and 0.11-0.24: a clear but moderate effect
-    assert auc > 0.6 and gap > 0.1, (auc, gap)
+    return auc, (shown.mean() - occluded.mean()).item()
+
+
+# Measured over seeds 0-9 (python experiments/qpm_fidelity_seeds.py): AUC 0.64-0.81 and gap 0.11-0.23 for
+# nine seeds, median 0.71 / 0.19, but seed 6 learns no ordering (0.48 / 0.03). So the test asks the median of
+# three seeds to clear the nine good seeds' floor: one unlucky seed cannot fail it, a lost effect does.
+FIDELITY_SEEDS, FIDELITY_MIN_AUC, FIDELITY_MIN_GAP = (0, 1, 2), 0.6, 0.1
+
+
+def test_fidelity_quality_scores_drop_on_occluded_parts():
+    """Sec. III-A: "the part quality predictors have to predict lower scores to occluded parts". No
+    visibility label is used in training; the occluded bottom parts must end up with lower scores than
+    the same parts when visible."""
+    results = [fidelity_run(seed) for seed in FIDELITY_SEEDS]
+    aucs, gaps = zip(*results, strict=True)
+    assert median(aucs) > FIDELITY_MIN_AUC and median(gaps) > FIDELITY_MIN_GAP, results
