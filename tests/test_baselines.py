@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from reidlib.config import RunConfig, profile_config, replace
 from reidlib.methods import Batch, DataInfo, build, names
+from reidlib.methods.base import check_explain
 from reidlib.methods.global_baseline import CenterLoss, scaled_param_groups
 
 BASELINES = ("bot", "pcb", "vit_baseline", "clip_baseline")
@@ -67,6 +68,9 @@ def test_train_and_eval_shapes_and_finite_losses(name):
     dist = model.distance(emb[:3], emb)
     assert dist.shape == (3, len(PIDS))
     assert torch.equal(dist.argmin(1), torch.arange(3))                 # each query finds itself first
+    shown = model.explain(batch)
+    assert shown                                                        # every baseline draws a map
+    check_explain(shown, len(PIDS))                                     # under the shared key names
 
 
 @pytest.mark.parametrize("name", BASELINES)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from reidlib.config import ConfigError, check_range
@@ -76,6 +77,13 @@ class CLIPBaseline(GlobalBaseline):
         if self.cfg.penultimate_triplet:
             feats["penultimate"] = blocks[-2][:, 0]                       # [N, Dv], triplet only
         return feats
+
+    @torch.no_grad()
+    def explain(self, batch: Batch) -> dict[str, Tensor]:
+        """activation [N, gh, gw]: channel L2 norm of the last block's patch tokens (after ln_post)."""
+        cams = batch.camids if self.clip.sie_embed is not None else None
+        _, patches = self.clip.encode_image_tokens(batch.images, cams)   # [N, L, Dv]
+        return {"activation": self.clip.spatial(patches).norm(dim=1)}
 
 
 __all__ = ["CLIPBaseline", "CLIPBaselineConfig"]
