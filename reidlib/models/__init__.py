@@ -6,6 +6,7 @@
 | hrnet_w32        | CNN  | [N, 480, H/4, W/4] (4 branches concat.)  | paper   |
 | resnet_small     | CNN  | [N, 256, H/16, W/16]                     | demo    |
 | resnet_tiny      | CNN  | [N, 128, H/16, W/16]                     | ci      |
+| mobilenetv2      | CNN  | [N, 1280, H/16, W/16] (last stride 1)    | demo    |
 | vit_base_patch16 | ViT  | tokens [N, 1+L, 768]                     | paper   |
 | vit_small_demo   | ViT  | tokens [N, 1+L, 96]                      | demo    |
 | vit_tiny_ci      | ViT  | tokens [N, 1+L, 48]                      | ci      |
@@ -24,7 +25,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from reidlib.models import clip, resnet, vit
+from reidlib.models import clip, mobilenet, resnet, vit
 from reidlib.models.weights import LoadReport, PretrainedSpec, WeightsError, default_weights_dir
 from reidlib.registry import Registry
 
@@ -35,6 +36,7 @@ for _name, _factory in {
     "hrnet_w32": resnet.hrnet_w32,
     "resnet_small": resnet.resnet_small,
     "resnet_tiny": resnet.resnet_tiny,
+    "mobilenetv2": mobilenet.mobilenetv2,
     "vit_base_patch16": vit.vit_base_patch16,
     "vit_small_demo": vit.vit_small_demo,
     "vit_tiny_ci": vit.vit_tiny_ci,
