@@ -264,12 +264,15 @@ class _Trainer:
         from reidlib.data.loader import build_test_loader
 
         data = self.cfg.data
-        loader = _Lazy(lambda: build_test_loader(self.dataset.train, data, root=self.dataset.root,
-                                                 with_masks=data.masks is not None))
-        batches = (Batch.from_loader(item, data).to(self.dev) for item in loader)
+
+        def batches():  # a generator: the loader is built only if the method iterates it
+            for item in build_test_loader(self.dataset.train, data, root=self.dataset.root,
+                                          with_masks=data.masks is not None):
+                yield Batch.from_loader(item, data).to(self.dev)
+
         self.model.eval()
         with preserved_rng(), torch.no_grad():
-            self.model.on_train_start(batches)
+            self.model.on_train_start(batches())
         self.model.train()
 
     # ------------------------------------------------------------------------------ checkpoints
@@ -457,16 +460,6 @@ class _Trainer:
         metrics, history = distributed.broadcast_object((metrics, self.state.history), self.ctx)
         return Run(path=self.path, key=self.key, config=self.cfg, metrics=metrics, history=history,
                    reused=False)
-
-
-class _Lazy:
-    """An iterable that makes its loader only when iterated (most methods ignore `on_train_start`)."""
-
-    def __init__(self, make: Callable[[], Any]):
-        self.make = make
-
-    def __iter__(self):
-        return iter(self.make())
 
 
 __all__ = ["Run", "train", "resolved_model_config", "saved_info", "Callback"]
