@@ -131,6 +131,31 @@ def check_data(method_cls: type[ReIDMethod], cfg: RunConfig) -> None:
                           "'parsing' (label PNGs) or 'pifpaf' (BPBreID's .npy fields)")
 
 
+def check_splits(dataset: Any) -> None:
+    """What training and the final evaluation need from the splits, checked before anything is trained: a
+    data set without training images, an empty query or gallery split, or queries none of which has a true
+    match in the gallery (same pid, another camera) would otherwise fail only after the last epoch."""
+    name = getattr(dataset, "name", "the data set")
+    if not dataset.train:
+        raise ValueError(f"{name} at {dataset.root} has no training images, so nothing can be trained "
+                         "(Occluded-REID, Partial-REID and Partial-iLIDS are test-only: the community trains "
+                         "on Market-1501 and tests there); point data.dataset / data.root at a data set with "
+                         "a training split")
+    empty = [split for split in ("query", "gallery") if not dataset.split(split)]
+    if empty:
+        splits = " and ".join(empty) + (" splits are" if len(empty) > 1 else " split is")
+        raise ValueError(f"{name} at {dataset.root}: the {splits} empty, so the evaluation after training "
+                         "would fail; restore its images (`reidlib datasets check ROOT` counts every split)")
+    gallery_cams: dict[int, set[int]] = defaultdict(set)
+    for record in dataset.gallery:
+        gallery_cams[record.pid].add(record.camid)
+    if not any(gallery_cams[r.pid] - {r.camid} for r in dataset.query if r.pid in gallery_cams):
+        raise ValueError(f"{name} at {dataset.root}: no query has a true match in the gallery (same pid, "
+                         "another camera), so the evaluation after training would fail; check that query "
+                         "and gallery pids overlap and that camera ids are set per image (`reidlib datasets "
+                         "check ROOT` counts the identities and cameras of every split)")
+
+
 def stage_model_file(runs_dir: Path, init_from: str) -> Path:
     """model.pt of the earlier stage `init_from` ("<method>/<key>", a run under runs_dir/cache)."""
     if init_from.count("/") != 1:
@@ -204,6 +229,7 @@ def _train(cfg: RunConfig, runs_dir: Path, retrain: bool, mode: str, dev: torch.
 
         splits = ("train", "query", "gallery") if method_cls.test_masks else ("train",)
         dataset = load_from_config(cfg.data, mask_splits=splits)
+    check_splits(dataset)
     key = runs.run_key(cfg, runs.data_identity(dataset), model_config)
     path = runs.run_dir(runs_dir, cfg.method, key)
     with runs.run_lock(path) if ctx.is_main else contextlib.nullcontext():
