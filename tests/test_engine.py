@@ -248,6 +248,19 @@ def test_splits_the_evaluation_cannot_use_are_refused_before_training(dataset, t
     assert TinyMethod.forward_calls == before and not (tmp_path / "cache").exists()
 
 
+def test_a_test_path_that_fails_is_found_before_training(dataset, tmp_path):
+    """A descriptor that cannot embed a gallery camera the training split lacks (the failure TransReID's
+    SIE lookup has) stops the run before its first step, naming the cameras, instead of after the last."""
+    unseen = dataclasses.replace(dataset, gallery=_moved(dataset.gallery, camid=lambda r: 1 + r.pid % 2))
+    assert {r.camid for r in unseen.gallery} - {r.camid for r in unseen.train} == {2}
+    before = TinyMethod.forward_calls
+    with pytest.raises(RuntimeError, match=r"pre-flight, before training: .* gallery cameras \[1, 2\]"):
+        train(tiny_config("tiny_camera_table", epochs=1), tmp_path, dataset=unseen, progress="off")
+    assert TinyMethod.forward_calls == before  # not a single training step
+    run = train(tiny_config("tiny_camera_table", epochs=1), tmp_path, dataset=dataset, progress="off")
+    assert run.finished  # every test camera seen in training: the same method passes
+
+
 def test_the_engine_reads_no_signatures():
     from pathlib import Path
 
