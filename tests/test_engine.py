@@ -3,6 +3,7 @@ feature extraction. Runs use the tiny method and data set of tests/tiny_method.p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import re
@@ -225,6 +226,39 @@ def test_a_stage_initialises_the_next_run_by_run_key(dataset, tmp_path):
         train(replace(cfg, init_from="qpm_ide"), tmp_path, dataset=dataset, progress="off")
     with pytest.raises(FileNotFoundError, match="train that stage first"):
         train(replace(cfg, init_from="tiny/000000000000"), tmp_path, dataset=dataset, progress="off")
+
+
+def _moved(records, **change):
+    return [dataclasses.replace(r, **{k: f(r) for k, f in change.items()}) for r in records]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda ds: {"train": []}, "has no training images"),
+    (lambda ds: {"query": []}, "the query split is empty"),
+    (lambda ds: {"query": [], "gallery": []}, "the query and gallery splits are empty"),
+    (lambda ds: {"query": _moved(ds.query, pid=lambda r: r.pid + 100)}, "no query has a true match"),
+    (lambda ds: {"query": _moved(ds.query, camid=lambda r: 1)}, "no query has a true match"),  # same camera
+])
+def test_splits_the_evaluation_cannot_use_are_refused_before_training(dataset, tmp_path, change, message):
+    """Problems that evaluation would hit after the last epoch are found before the first step."""
+    bad = dataclasses.replace(dataset, **change(dataset))
+    before = TinyMethod.forward_calls
+    with pytest.raises(ValueError, match=message):
+        train(tiny_config(epochs=1), tmp_path, dataset=bad, progress="off")
+    assert TinyMethod.forward_calls == before and not (tmp_path / "cache").exists()
+
+
+def test_a_test_path_that_fails_is_found_before_training(dataset, tmp_path):
+    """A descriptor that cannot embed a gallery camera the training split lacks (the failure TransReID's
+    SIE lookup has) stops the run before its first step, naming the cameras, instead of after the last."""
+    unseen = dataclasses.replace(dataset, gallery=_moved(dataset.gallery, camid=lambda r: 1 + r.pid % 2))
+    assert {r.camid for r in unseen.gallery} - {r.camid for r in unseen.train} == {2}
+    before = TinyMethod.forward_calls
+    with pytest.raises(RuntimeError, match=r"pre-flight, before training: .* gallery cameras \[1, 2\]"):
+        train(tiny_config("tiny_camera_table", epochs=1), tmp_path, dataset=unseen, progress="off")
+    assert TinyMethod.forward_calls == before  # not a single training step
+    run = train(tiny_config("tiny_camera_table", epochs=1), tmp_path, dataset=dataset, progress="off")
+    assert run.finished  # every test camera seen in training: the same method passes
 
 
 def test_the_engine_reads_no_signatures():

@@ -133,8 +133,21 @@ class ContractMethod(TinyMethod):
         return terms
 
 
+class CameraTableMethod(TinyMethod):
+    """A per-camera vector added to the test descriptor, indexed without a fallback: a test camera the
+    training split lacks makes `embed` fail (as TransReID's SIE lookup does)."""
+
+    def __init__(self, cfg: TinyConfig, info: DataInfo):
+        super().__init__(cfg, info)
+        self.cameras = nn.Embedding(info.num_cameras, cfg.dim)
+
+    @torch.no_grad()
+    def embed(self, batch: Batch):
+        return Embedding(global_feat=self._feat(batch.images) + self.cameras(batch.camids))
+
+
 for _name, _cls in (("tiny", TinyMethod), ("tiny_two_step", TwoStepMethod),
-                    ("tiny_contract", ContractMethod)):
+                    ("tiny_contract", ContractMethod), ("tiny_camera_table", CameraTableMethod)):
     if _name not in METHODS:
         METHODS.register(_name)(_cls)
 

@@ -29,7 +29,7 @@ from reidlib import methods, runs
 from reidlib.config import ConfigError, RunConfig, to_dict
 from reidlib.engine import distributed
 from reidlib.engine.distributed import DistContext
-from reidlib.engine.inference import evaluate_model
+from reidlib.engine.inference import evaluate_model, extract
 from reidlib.engine.optim import build_optimizer, build_scheduler
 from reidlib.engine.progress import Progress, resolve_mode
 from reidlib.engine.step import StepContext, amp_available, amp_dtype, loss_values
@@ -131,6 +131,31 @@ def check_data(method_cls: type[ReIDMethod], cfg: RunConfig) -> None:
                           "'parsing' (label PNGs) or 'pifpaf' (BPBreID's .npy fields)")
 
 
+def check_splits(dataset: Any) -> None:
+    """What training and the final evaluation need from the splits, checked before anything is trained: a
+    data set without training images, an empty query or gallery split, or queries none of which has a true
+    match in the gallery (same pid, another camera) would otherwise fail only after the last epoch."""
+    name = getattr(dataset, "name", "the data set")
+    if not dataset.train:
+        raise ValueError(f"{name} at {dataset.root} has no training images, so nothing can be trained "
+                         "(Occluded-REID, Partial-REID and Partial-iLIDS are test-only: the community trains "
+                         "on Market-1501 and tests there); point data.dataset / data.root at a data set with "
+                         "a training split")
+    empty = [split for split in ("query", "gallery") if not dataset.split(split)]
+    if empty:
+        splits = " and ".join(empty) + (" splits are" if len(empty) > 1 else " split is")
+        raise ValueError(f"{name} at {dataset.root}: the {splits} empty, so the evaluation after training "
+                         "would fail; restore its images (`reidlib datasets check ROOT` counts every split)")
+    gallery_cams: dict[int, set[int]] = defaultdict(set)
+    for record in dataset.gallery:
+        gallery_cams[record.pid].add(record.camid)
+    if not any(gallery_cams[r.pid] - {r.camid} for r in dataset.query if r.pid in gallery_cams):
+        raise ValueError(f"{name} at {dataset.root}: no query has a true match in the gallery (same pid, "
+                         "another camera), so the evaluation after training would fail; check that query "
+                         "and gallery pids overlap and that camera ids are set per image (`reidlib datasets "
+                         "check ROOT` counts the identities and cameras of every split)")
+
+
 def stage_model_file(runs_dir: Path, init_from: str) -> Path:
     """model.pt of the earlier stage `init_from` ("<method>/<key>", a run under runs_dir/cache)."""
     if init_from.count("/") != 1:
@@ -204,6 +229,7 @@ def _train(cfg: RunConfig, runs_dir: Path, retrain: bool, mode: str, dev: torch.
 
         splits = ("train", "query", "gallery") if method_cls.test_masks else ("train",)
         dataset = load_from_config(cfg.data, mask_splits=splits)
+    check_splits(dataset)
     key = runs.run_key(cfg, runs.data_identity(dataset), model_config)
     path = runs.run_dir(runs_dir, cfg.method, key)
     with runs.run_lock(path) if ctx.is_main else contextlib.nullcontext():
@@ -250,6 +276,7 @@ class _Trainer:
             if cfg.init_from is not None:
                 self._load_stage(stage_model_file(runs_dir, cfg.init_from))
             self._start_pass()
+        self._check_test_path()
         self.net = distributed.wrap(self.model, ctx, dev)
         # The default step checks its terms before the backward pass; a method's own step is checked after.
         self.custom_step = type(self.model).train_step is not ReIDMethod.train_step
@@ -274,6 +301,39 @@ class _Trainer:
         with preserved_rng(), torch.no_grad():
             self.model.on_train_start(batches())
         self.model.train()
+
+    def _check_test_path(self) -> None:
+        """Pre-flight of the final evaluation: embed one query and one gallery image per camera and rank them
+        with the method's distance, so that a test path that fails (e.g. on a gallery camera the training
+        split lacks) fails before the first epoch, not after the last. Random streams and the train mode
+        are kept, so the run's trajectory is unchanged."""
+        from reidlib.data.loader import build_test_loader
+
+        data = self.cfg.data
+        with_masks = bool(self.model.test_masks)
+        picked = {}
+        for split in ("query", "gallery"):
+            per_camera: dict[int, Any] = {}
+            for record in self.dataset.split(split):
+                per_camera.setdefault(record.camid, record)
+            picked[split] = list(per_camera.values())
+        try:
+            with preserved_rng():
+                query, gallery = (
+                    extract(self.model, build_test_loader(records, data, root=self.dataset.root,
+                                                          with_masks=with_masks),
+                            flip=self.tcfg.flip_test, device=self.dev, data_cfg=data)[0]
+                    for records in picked.values())
+                with torch.no_grad():
+                    self.model.distance(query.to(self.dev), gallery.to(self.dev))
+        except Exception as exc:
+            cams = {split: sorted(r.camid for r in records) for split, records in picked.items()}
+            raise RuntimeError(
+                f"pre-flight, before training: the test path of {self.cfg.method!r} (embed + distance) fails "
+                f"on one query and one gallery image per camera (query cameras {cams['query']}, gallery "
+                f"cameras {cams['gallery']}; the training split has {self.info.num_cameras} cameras): "
+                f"{type(exc).__name__}: {exc}. Fix the method's embed / distance for these inputs; the "
+                "final evaluation would fail the same way after the last epoch") from exc
 
     # ------------------------------------------------------------------------------ checkpoints
     def _restore(self) -> bool:
