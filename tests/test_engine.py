@@ -356,3 +356,14 @@ def test_synthocc_is_generated_and_identified_by_its_parameters(tmp_path):
     identity = runs.data_identity(load_from_config(cfg.data))
     assert identity["synthocc"]["size"] == "ci" and identity["synthocc"]["protocol"] == cfg.data.protocol
     assert run.key == runs.run_key(cfg, identity, resolved_model_config(cfg))
+
+
+def test_data_info_has_a_camera_row_for_every_training_camera_id(tmp_path):
+    """A training split without camera 1 still has cameras 0 and 2: camera 2 needs its own SIE row."""
+    from reidlib.config import DataConfig
+    from reidlib.data.records import Record, ReidDataset
+
+    train = [Record(str(tmp_path / f"{i}.png"), pid=i % 2, camid=cam) for i, cam in enumerate((0, 2, 0, 2))]
+    ds = ReidDataset("gap", str(tmp_path), train, [], [])
+    info = DataInfo.from_dataset(ds, DataConfig(height=64, width=32))
+    assert (info.num_classes, info.num_cameras, info.image_size) == (2, 3, (64, 32))

@@ -100,7 +100,7 @@ class DataInfo:
     """What a method's layers are sized to, from the training data and the data config."""
 
     num_classes: int                     # training identities
-    num_cameras: int = 1                 # training cameras (camera embeddings)
+    num_cameras: int = 1                 # highest training camera id + 1 (camera embedding rows)
     image_size: tuple[int, int] = (256, 128)  # (height, width) of the input images
     part_names: tuple[str, ...] = ()     # parsing-label parts of data.mask_grouping (background excluded)
 
@@ -117,7 +117,10 @@ class DataInfo:
             from reidlib.data.masks import get_grouping
 
             parts = tuple(get_grouping(data_cfg.mask_grouping, data_cfg.masks).parts)
-        return cls(num_classes=dataset.num_train_pids, num_cameras=dataset.num_train_cams,
+        # camera ids index camera embeddings: the table needs a row for the highest training id, even if
+        # an id in between has no training image (a camera the split lacks)
+        cameras = max((r.camid for r in dataset.train), default=0) + 1
+        return cls(num_classes=dataset.num_train_pids, num_cameras=cameras,
                    image_size=(data_cfg.height, data_cfg.width), part_names=parts)
 
     def as_dict(self) -> dict:
