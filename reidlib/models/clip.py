@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from reidlib.models.sie import camera_embedding
-from reidlib.models.stem import ConvStem, check_stem
+from reidlib.models.stem import build_stem, check_stem
 from reidlib.models.vit import INIT_STD, patch_grid, resize_pos_embed, tokens_to_map
 from reidlib.models.weights import LoadReport, PretrainedSpec, load_pretrained
 
@@ -198,7 +198,7 @@ def build_clip(
 
     quick_gelu: OpenAI's weights (ViT-B-16.pt and open_clip's 'openai' tag) were trained with QuickGELU;
     set False for LAION-trained open_clip weights.
-    stem: "conv" replaces the visual patchify conv (`visual.conv1`) by `ConvStem` (models/stem.py)."""
+    stem: "conv" / "hybrid" replaces the visual patchify conv (`visual.conv1`) (models/stem.py)."""
     import open_clip
 
     cfg = copy.deepcopy(cfg)
@@ -207,8 +207,8 @@ def build_clip(
     patch_grid(tuple(img_size), patch, patch)  # validates
     check_stem(stem, tuple(img_size), patch, patch)
     model = open_clip.CLIP(**cfg, quick_gelu=quick_gelu)
-    if stem == "conv":
-        model.visual.conv1 = ConvStem(3, model.visual.transformer.width)
+    if stem != "patchify":
+        model.visual.conv1 = build_stem(stem, 3, model.visual.transformer.width)
     backbone = CLIPBackbone(model, num_cameras=num_cameras, sie_coef=sie_coef, freeze_text=freeze_text)
     backbone.load_report = backbone.load_pretrained(pretrained, sha256, expected)
     return backbone

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reidlib.models.sie import camera_embedding
-from reidlib.models.stem import ConvStem, check_stem
+from reidlib.models.stem import build_stem, check_stem
 from reidlib.models.weights import LoadReport, PretrainedSpec, load_pretrained
 
 VIT_BASE_FILES = ("jx_vit_base_p16_224-80ecf9dd.pth", "jx_vit_base_p16_224*.pth", "vit_base_patch16_224*")
@@ -83,7 +83,7 @@ def tokens_to_map(tokens: Tensor, grid_size: tuple[int, int]) -> Tensor:
 class OverlapPatchEmbed(nn.Module):
     """Conv patch embedding with stride <= patch size: [N, 3, H, W] -> [N, h*w, D].
 
-    stem="conv" replaces the patchify conv by `ConvStem` (same grid, stride 16 only; see models/stem.py)."""
+    stem="conv" / "hybrid" replaces the patchify conv (same grid, stride 16 only; see models/stem.py)."""
 
     def __init__(self, img_size: tuple[int, int], patch_size: int, stride: int, in_chans: int, dim: int,
                  stem: str = "patchify"):
@@ -92,8 +92,8 @@ class OverlapPatchEmbed(nn.Module):
         self.grid_size = patch_grid(self.img_size, patch_size, stride)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         check_stem(stem, self.img_size, patch_size, stride)
-        if stem == "conv":
-            self.proj = ConvStem(in_chans, dim)
+        if stem != "patchify":
+            self.proj = build_stem(stem, in_chans, dim)
         else:
             self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=stride)
 
