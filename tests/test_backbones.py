@@ -137,7 +137,7 @@ def test_conv_stem_rejects_overlap_and_odd_sizes():
     with pytest.raises(ValueError, match="divisible by 16"):
         build_backbone("vit_small_demo", img_size=(120, 64))
     with pytest.raises(ValueError, match="unknown stem"):
-        build_backbone("vit_tiny_ci", stem="hybrid")
+        build_backbone("vit_tiny_ci", stem="resnet")
 
 
 def test_camera_embedding_acts_only_through_camids():
