@@ -172,6 +172,36 @@ def test_seed_determinism_and_evaluation_leaves_training_untouched(baseline, dat
                                  weights(baseline))
 
 
+def test_a_fresh_run_trains_exactly_as_a_plain_loop_from_the_same_seed(dataset, tmp_path):
+    """Nothing the engine does before or around its steps draws random numbers (the start pass and the
+    pre-flight keep every stream): its weights equal those of seed -> build -> forward, loss, backward,
+    step, bit for bit. benchmarks/bench_engine.py relies on this to show that it times the same work."""
+    from reidlib import methods
+    from reidlib.data.loader import build_train_loader
+    from reidlib.engine import build_scheduler
+    from reidlib.engine.loop import memory_format
+
+    cfg = tiny_config(epochs=2)
+    run = train(cfg, tmp_path, dataset=dataset, progress="off")
+    seed_everything(cfg.seed)
+    model = memory_format(methods.build(cfg.method, cfg.model, DataInfo.from_dataset(dataset, cfg.data)),
+                          cfg.train)
+    optimizer = build_optimizer(model, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    loader = build_train_loader(dataset, cfg.data, seed=cfg.seed)
+    model.train()
+    for epoch in range(cfg.train.epochs):
+        loader.set_epoch(epoch)
+        for item in loader:
+            batch = Batch.from_loader(item, cfg.data)
+            loss = sum(model.loss(model(batch), batch).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    assert state_dicts_equal(model.state_dict(), weights(run))
+
+
 # ------------------------------------------------------------------------------- step variants
 def test_non_finite_loss_stops_naming_epoch_step_and_term(dataset, tmp_path):
     cfg = tiny_config(model={"poison_step": 4, "poison_term": "l2"})  # epoch 1 has 3 steps
