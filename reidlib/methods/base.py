@@ -294,7 +294,8 @@ class ReIDMethod(nn.Module):
 
     def on_train_start(self, batches: Iterable[Batch]) -> None:
         """Called once before the first epoch of a fresh run (not on resume), in eval mode and without
-        gradients, with the training split in order and without augmentation. Default: nothing."""
+        gradients, with the training split in order and without augmentation: `batches` is an iterator,
+        one pass (the loader starts only if the method iterates it). Default: nothing."""
 
     def param_groups(self, base_lr: float) -> list[dict]:
         """Parameter groups for the optimiser; override for per-module learning rates."""
