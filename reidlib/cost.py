@@ -23,10 +23,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def inference_flops(model, batch: Batch) -> int:
     """FLOPs of one `embed` call per image (multiply-add = 2 FLOPs, torch's FlopCounterMode convention)."""
@@ -51,12 +47,13 @@ def train_seconds_per_iter(model, batch: Batch, train_cfg: TrainConfig | None = 
                            warmup: int = 1) -> float:
     """Seconds of one training iteration, `model.train_step` with `train_cfg`'s optimiser (default
     TrainConfig()) and autocast setting, timed on a copy of the model."""
+    from reidlib.engine.inference import device_of
     from reidlib.engine.optim import build_optimizer
     from reidlib.engine.step import StepContext, amp_available, amp_dtype
 
     train_cfg = train_cfg or TrainConfig()
     model = copy.deepcopy(model).train()
-    device = _device_of(model)
+    device = device_of(model)
     optimizer = build_optimizer(model, train_cfg)
     amp = train_cfg.amp and amp_available(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype(device) == torch.float16)

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from reidlib.engine.inference import device_of
 from reidlib.methods.base import Batch, PartLayout
 
 VISIBLE_AT = 0.5  # a part counts as visible when at least half of its body pixels are unoccluded
@@ -63,7 +64,7 @@ def score_vs_visibility(model, dataset, data_cfg, twin: str = "holistic") -> pd.
     if layout is None:
         raise ValueError(f"{type(model).__name__} has no per-part scores (part_layout() is None)")
     model.eval()
-    device = next(model.parameters()).device
+    device = device_of(model)
     scores = []
     for item in build_test_loader(dataset.query, data_cfg, root=dataset.root, with_masks=model.test_masks):
         out = model.explain(Batch.from_loader(item, data_cfg).to(device))

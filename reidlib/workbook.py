@@ -22,6 +22,7 @@ import pandas as pd
 
 from reidlib import methods
 from reidlib.config import RunConfig, check_profile, deep_merge, from_dict, profile_config, replace
+from reidlib.engine.inference import device_of
 from reidlib.paths import project_root, results_dir
 from reidlib.runs import atomic_write_json, read_json
 
@@ -179,7 +180,8 @@ class Workbook:
         data_cfg = replace(run.config.data, **(data_overrides or {}))
         flip = run.config.train.flip_test if flip is None else flip
         (q, qp, qc), (g, gp, gc) = self._embeddings(run, model, data_cfg, flip)
-        dist = model.distance(q.to(model_device(model)), g.to(model_device(model)))
+        device = device_of(model)
+        dist = model.distance(q.to(device), g.to(device))
         return evaluate(dist.float().cpu().numpy(), qp, gp, qc, gc).as_dict()
 
     def _embeddings(self, run, model, data_cfg, flip: bool):
@@ -208,7 +210,7 @@ class Workbook:
         item = next(iter(build_train_loader(self.data(cfg), cfg.data, seed=cfg.seed)))
         sample = Batch.from_loader(item, cfg.data)[:batch]
         model = run.load_model(self.device)
-        return cost_row(model, sample.to(model_device(model)), cfg.train)
+        return cost_row(model, sample.to(device_of(model)), cfg.train)
 
     def rankings(self, runs, queries: int = 4, top: int = 8, data_overrides: dict | None = None):
         """Ranking-list figure of a run, or of several runs {name: run} side by side: the first query of
@@ -275,7 +277,7 @@ class Workbook:
     def explain(self, run, batch) -> dict:
         """`explain` of a trained run on a Batch (tensors on the CPU)."""
         model = run.load_model(self.device)
-        return {k: v.float().cpu() for k, v in model.explain(batch.to(model_device(model))).items()}
+        return {k: v.float().cpu() for k, v in model.explain(batch.to(device_of(model))).items()}
 
     def score_vs_visibility(self, run) -> pd.DataFrame:
         """Per (query, part): the run's part score, the part's true visible fraction, the occluder kind
@@ -341,7 +343,3 @@ class Workbook:
         side = self._sidecar()
         side.setdefault(kind, {})[name] = paths
         atomic_write_json(self.results / "metrics.json", side)
-
-
-def model_device(model) -> Any:
-    return next(model.parameters()).device

@@ -13,7 +13,8 @@ from reidlib.config import DataConfig
 from reidlib.methods.base import Batch, Embedding
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (CPU for a model with neither)."""
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -43,7 +44,7 @@ def extract(model: nn.Module, loader: Iterable[dict], flip: bool = False,
     method whose parts have a left/right side must handle that inside `embed`. Part masks, when the
     loader gives them, are flipped alongside the image. `data_cfg` gives the batches their normalisation.
     """
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = torch.device(device) if device is not None else device_of(model)
     was_training = model.training
     model.eval()
     embeddings, pids, camids = [], [], []
@@ -86,7 +87,7 @@ def evaluate_model(model: nn.Module, dataset, data_cfg: DataConfig, flip: bool =
     """
     from reidlib.evaluation import evaluate
 
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = torch.device(device) if device is not None else device_of(model)
     start = time.perf_counter()
     (q_emb, q_pids, q_cams), (g_emb, g_pids, g_cams) = extract_test(model, dataset, data_cfg, flip, device)
     seconds = time.perf_counter() - start
@@ -98,4 +99,4 @@ def evaluate_model(model: nn.Module, dataset, data_cfg: DataConfig, flip: bool =
             "inference_images_per_s": images / max(seconds, 1e-9)}
 
 
-__all__ = ["extract", "extract_test", "evaluate_model"]
+__all__ = ["device_of", "extract", "extract_test", "evaluate_model"]
