@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 import types
 
@@ -104,6 +105,17 @@ def test_preloaded_images_give_the_same_batches_as_reading_each_time(tmp_path, w
     for x, y in zip(streamed, preloaded, strict=True):
         for key in ("index", "image", "mask"):
             assert torch.equal(x[key], y[key])
+
+
+def test_decoded_images_are_kept_until_the_file_changes(tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 4, 3), np.uint8)).save(path)
+    first = L.decode_image(path)
+    assert L.decode_image(path) is first                       # the same file: not decoded again
+    Image.fromarray(np.full((8, 4, 3), 200, np.uint8)).save(path)
+    os.utime(path, ns=(1, 1))                                  # a new version, even within one mtime tick
+    again = L.decode_image(path)
+    assert again is not first and int(again.max()) == 200
 
 
 def test_resumed_epoch_matches_the_uninterrupted_one(tmp_path):
