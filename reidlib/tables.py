@@ -215,6 +215,39 @@ def compare(
     return out
 
 
+SPREAD_PREFIX = "seed spread"  # Workbook.ablation_table's label of the seed-spread row
+
+
+def separation(table: pd.DataFrame, metric: str = "mAP") -> pd.DataFrame:
+    """Which of an ablation table's steps our runs reproduce. Reading the paper's table down, each row is
+    compared with the row above it (both with a reported and a reproduced value): the paper's difference
+    in `metric` on its first data set, ours on our data set, and a verdict against the table's seed-spread
+    row (`Workbook.ablation_table(..., spread_row=...)`): "as in the paper" or "reversed" when our
+    difference is larger than the spread, "within seed spread" (not shown by our runs) otherwise."""
+    methods = list(dict.fromkeys(table.index.get_level_values("method")))
+    spread_rows = [m for m in methods if m.startswith(SPREAD_PREFIX)]
+    if not spread_rows:
+        raise TableError("the table has no seed-spread row: build it with "
+                         "Workbook.ablation_table(..., spread_row=...)")
+    ours_by_data = table.xs(REPRODUCED, level="source").xs(metric, level="metric", axis=1)
+    ours_data = ours_by_data.columns[ours_by_data.notna().any()][0]
+    spread = float(ours_by_data.loc[spread_rows[0], ours_data])
+    paper = table.xs(REPORTED, level="source").xs(metric, level="metric", axis=1)
+    paper_data = paper.columns[paper.notna().any()][0]
+    both = [m for m in methods if m in paper.index and m in ours_by_data.index
+            and not math.isnan(paper.loc[m, paper_data]) and not math.isnan(ours_by_data.loc[m, ours_data])]
+    columns = [f"paper ({paper_data})", f"ours ({ours_data})", "seed spread", "verdict"]
+    rows = {}
+    for above, row in zip(both[:-1], both[1:], strict=True):
+        theirs = float(paper.loc[row, paper_data] - paper.loc[above, paper_data])
+        ours = float(ours_by_data.loc[row, ours_data] - ours_by_data.loc[above, ours_data])
+        verdict = ("within seed spread" if abs(ours) <= spread
+                   else "as in the paper" if ours * theirs > 0 else "reversed")
+        rows[f"{above} -> {row}"] = [theirs, ours, spread, verdict]
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    return out.rename_axis(index="step", columns=f"{metric} difference")
+
+
 # ---------------------------------------------------------------------------------------------- style
 
 

@@ -144,3 +144,19 @@ def test_export_writes_csv_markdown_and_latex(tmp_path):
 def test_export_caption_defaults_to_the_reported_caption(tmp_path):
     paths = tables.export(reported.table("qpm", "Table IX"), tmp_path / "k")
     assert "different values of K" in paths[1].read_text().splitlines()[0]
+
+
+def test_separation_reads_each_ablation_step_against_the_seed_spread():
+    ours = {"Baseline": {"mAP": 0.10}, "Baseline(+triplet)": {"mAP": 0.11}, "Part branch": {"mAP": 0.20},
+            "GAP global": {"mAP": 0.25}, "seed spread of QPM (max - min, seeds 0-1)": {"mAP": 0.02}}
+    df = tables.compare(tables.metrics_table(ours, "synthocc", ["mAP"]), reported.table("qpm", "Table V"))
+    sep = tables.separation(df)
+    assert list(sep.index) == ["Baseline -> Baseline(+triplet)", "Baseline(+triplet) -> Part branch",
+                               "Part branch -> GAP global"]
+    # paper (Occluded-Duke mAP): 34.8 -> 37.0 -> 46.7 -> 31.7
+    assert sep["paper (Occluded-Duke)"].tolist() == pytest.approx([2.2, 9.7, -15.0])
+    assert sep["ours (SynthOcc)"].tolist() == pytest.approx([1.0, 9.0, 5.0])
+    assert sep["verdict"].tolist() == ["within seed spread", "as in the paper", "reversed"]
+    with pytest.raises(TableError, match="spread_row"):
+        alone = tables.metrics_table({"Baseline": {"mAP": 0.1}}, "synthocc", ["mAP"])
+        tables.separation(tables.compare(alone, reported.table("qpm", "Table V")))
