@@ -27,12 +27,15 @@ DEFAULT = [
     ("resnet_small d10 stem64 (DESIGN ref)", "resnet_small", {"depth": 10, "stem_width": 64}),
     ("resnet_small d18", "resnet_small", {"depth": 18}),
     ("resnet_small d10 IBN-a", "resnet_small", {"depth": 10, "ibn": True}),
+    ("mobilenetv2", "mobilenetv2", {}),  # last stride 1
     ("vit_tiny_ci s16", "vit_tiny_ci", {}),
     ("vit_small_demo s16", "vit_small_demo", {}),  # convolutional stem (its default)
+    ("vit_small_demo s16 hybrid", "vit_small_demo", {"stem": "hybrid"}),  # MobileNetV2 to stride 16
     ("vit_small_demo s16 patchify", "vit_small_demo", {"stem": "patchify"}),
     ("vit_small_demo s12 patchify", "vit_small_demo", {"stride": 12, "stem": "patchify"}),
     ("clip_tiny_ci", "clip_tiny_ci", {}),
     ("clip_small", "clip_small", {}),
+    ("clip_small hybrid", "clip_small", {"stem": "hybrid"}),
 ]
 
 
@@ -48,7 +51,7 @@ def scalar_output(model, images: torch.Tensor, camids: torch.Tensor) -> torch.Te
 
 def images_per_second(name: str, kwargs: dict, size: tuple[int, int], batch: int, iters: int,
                       channels_last: bool = False, amp: bool = False) -> float:
-    extra = {} if name.startswith("resnet") else {"img_size": size}
+    extra = {} if name.startswith(("resnet", "mobilenet")) else {"img_size": size}
     model = build_backbone(name, **kwargs, **extra).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

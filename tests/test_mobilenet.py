@@ -66,11 +66,11 @@ def test_missing_weights_name_the_install_command(monkeypatch, tmp_path):
         build_backbone("mobilenetv2", pretrained="default")
 
 
-@pytest.mark.parametrize("name", ["vit_small_demo", "clip_small"])
+@pytest.mark.parametrize("name", ["vit_small_hybrid", "clip_small_hybrid"])
 def test_hybrid_stem_makes_tokens_from_the_pretrained_cnn(name):
     """The ViT paper's hybrid: the same H/16 x W/16 token grid as the patchify stem, from MobileNetV2's
     ImageNet layers up to stride 16 (their weights intact after the transformer's own initialisation)."""
-    backbone = build_backbone(name, stem="hybrid")
+    backbone = build_backbone(name)
     stem = backbone.patch_embed.proj if name.startswith("vit") else backbone.model.visual.conv1
     reference = build_backbone("mobilenetv2", pretrained="default").features[:14].state_dict()
     assert all(torch.equal(v, stem.cnn.state_dict()[k]) for k, v in reference.items())

@@ -9,9 +9,11 @@
 | mobilenetv2      | CNN  | [N, 1280, H/16, W/16] (last stride 1)    | demo    |
 | vit_base_patch16 | ViT  | tokens [N, 1+L, 768]                     | paper   |
 | vit_small_demo   | ViT  | tokens [N, 1+L, 96]                      | demo    |
+| vit_small_hybrid | ViT  | tokens [N, 1+L, 96] (MobileNetV2 tokens) | demo    |
 | vit_tiny_ci      | ViT  | tokens [N, 1+L, 48]                      | ci      |
 | clip_vit_b16     | CLIP | (cls [N, 512], patch tokens [N, L, 768]) | paper   |
 | clip_small       | CLIP | (cls [N, 64], patch tokens [N, L, 96])   | demo    |
+| clip_small_hybrid| CLIP | (cls [N, 64], patch tokens [N, L, 96])   | demo    |
 | clip_tiny_ci     | CLIP | (cls [N, 32], patch tokens [N, L, 48])   | ci      |
 
 `pretrained`: None (random init), a weights file, a folder holding the expected file, or True (the
@@ -39,9 +41,11 @@ for _name, _factory in {
     "mobilenetv2": mobilenet.mobilenetv2,
     "vit_base_patch16": vit.vit_base_patch16,
     "vit_small_demo": vit.vit_small_demo,
+    "vit_small_hybrid": vit.vit_small_hybrid,
     "vit_tiny_ci": vit.vit_tiny_ci,
     "clip_vit_b16": clip.clip_vit_b16,
     "clip_small": clip.clip_small,
+    "clip_small_hybrid": clip.clip_small_hybrid,
     "clip_tiny_ci": clip.clip_tiny_ci,
 }.items():
     BACKBONES.register(_name)(_factory)

@@ -227,6 +227,11 @@ def clip_small(pretrained: PretrainedSpec = None, sha256: str | None = None, **k
     return build_clip(CLIP_SMALL_CFG, pretrained=pretrained, sha256=sha256, **kwargs)
 
 
+def clip_small_hybrid(pretrained: PretrainedSpec = None, sha256: str | None = None, **kwargs) -> CLIPBackbone:
+    """clip_small with the hybrid stem (MobileNetV2's ImageNet layers up to stride 16; models/stem.py)."""
+    return clip_small(pretrained, sha256, **{"stem": "hybrid", **kwargs})
+
+
 def clip_tiny_ci(pretrained: PretrainedSpec = None, sha256: str | None = None, **kwargs) -> CLIPBackbone:
     """ci: narrow CLIP (vision 4 x 48, text 1 x 32), 64x32 by default."""
     kwargs.setdefault("img_size", (64, 32))

