@@ -17,11 +17,14 @@ def build_optimizer(method: nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     groups = method.param_groups(cfg.lr)
     if not any(g["params"] for g in groups):
         raise ValueError(f"{type(method).__name__}.param_groups() returned no trainable parameters")
+    # foreach: one batched update over all tensors instead of a Python loop (PyTorch only defaults to it on
+    # CUDA); on 2 CPU threads it halves Adam's step for the demo QPM model, 36 -> 19 ms of a ~320 ms step
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+                               weight_decay=cfg.weight_decay, foreach=True)
     optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-    return optimizer_class(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return optimizer_class(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                           foreach=True)
 
 
 @dataclass
