@@ -43,14 +43,17 @@ class RankedTest:
         return [int(np.flatnonzero(self.q_pids == pid)[0]) for pid in np.unique(self.q_pids)[:n]]
 
 
-def rank_test(run, data_cfg, device: str = "cpu") -> RankedTest:
-    """Extract `run`'s query and gallery embeddings on `data_cfg`'s test split (as its evaluation does,
-    flip-averaged when `train.flip_test`) and rank them."""
+def rank_test(run, data_cfg, device: str = "cpu", extracted=None) -> RankedTest:
+    """Rank `run`'s query and gallery embeddings on `data_cfg`'s test split: `extracted` (what
+    `engine.extract_test` returned, e.g. cached by the Workbook), else extracted here as its evaluation
+    does (flip-averaged when `train.flip_test`)."""
     from reidlib.data.loader import load_from_config
     from reidlib.engine import extract_test
 
     ds, model = load_from_config(data_cfg), run.load_model(device)
-    (q, q_pids, q_cams), (g, g_pids, g_cams) = extract_test(model, ds, data_cfg, run.config.train.flip_test)
+    if extracted is None:
+        extracted = extract_test(model, ds, data_cfg, run.config.train.flip_test)
+    (q, q_pids, q_cams), (g, g_pids, g_cams) = extracted
     dist = model.distance(q, g).cpu().numpy()
     return RankedTest([r.path for r in ds.query], [r.path for r in ds.gallery], dist,
                       np.asarray(q_pids), np.asarray(g_pids), np.asarray(q_cams), np.asarray(g_cams),

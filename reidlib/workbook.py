@@ -179,17 +179,19 @@ class Workbook:
             model.cfg = replace(model.cfg, **model_overrides)
         data_cfg = replace(run.config.data, **(data_overrides or {}))
         flip = run.config.train.flip_test if flip is None else flip
-        (q, qp, qc), (g, gp, gc) = self._embeddings(run, model, data_cfg, flip)
+        (q, qp, qc), (g, gp, gc) = self._embeddings(run, data_cfg, flip, model)
         device = device_of(model)
         dist = model.distance(q.to(device), g.to(device))
         return evaluate(dist.float().cpu().numpy(), qp, gp, qc, gc).as_dict()
 
-    def _embeddings(self, run, model, data_cfg, flip: bool):
+    def _embeddings(self, run, data_cfg, flip: bool, model=None):
+        """The run's test embeddings on `data_cfg`, extracted once (with `model`, else the run's)."""
         from reidlib.config import config_hash
         from reidlib.engine import extract_test
 
         key = (str(run.path), config_hash(data_cfg), flip)
         if key not in self._extracted:
+            model = model if model is not None else run.load_model(self.device)
             self._extracted[key] = extract_test(model, self.data(data_cfg), data_cfg, flip)
         return self._extracted[key]
 
@@ -231,8 +233,12 @@ class Workbook:
         from reidlib.rankings import rank_test
 
         named = runs if isinstance(runs, dict) else {"": runs}
-        return {name: rank_test(run, replace(run.config.data, **(data_overrides or {})), self.device)
-                for name, run in named.items()}
+        ranked = {}
+        for name, run in named.items():  # embeddings shared with evaluate() and earlier ranking figures
+            data_cfg = replace(run.config.data, **(data_overrides or {}))
+            extracted = self._embeddings(run, data_cfg, run.config.train.flip_test)
+            ranked[name] = rank_test(run, data_cfg, self.device, extracted)
+        return ranked
 
     def occlusion_gap(self, runs: dict, holistic: dict | None = None) -> pd.DataFrame:
         """Each run on its own (occluded) queries and on a holistic twin of its test data, with the gap.
