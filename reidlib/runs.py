@@ -20,9 +20,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import secrets
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,9 @@ SYNTHOCC_META = "synthocc.json"
 # synthocc.json entries that describe where/when a set was written, not what it contains.
 _SYNTHOCC_VOLATILE = ("created", "created_at", "root", "out_dir", "path", "elapsed_s")
 MANIFEST_PACKAGES = ("torch", "torchvision", "timm", "numpy", "reidlib")
+# The atomic writer's temporary files: `.<target name>.<random hex>.tmp` in the target's folder.
+TMP_PREFIX, TMP_SUFFIX, TMP_RANDOM_BYTES = ".", ".tmp", 8
+NEW_FILE_MODE = 0o666  # what open(..., "w") asks for; the umask takes its bits away
 
 
 class UnsafePathError(ValueError):
@@ -67,11 +70,27 @@ def safe_path(base: str | os.PathLike, *parts: str | os.PathLike) -> Path:
 
 
 # -------------------------------------------------------------------------------- atomic writes
+def temporary_sibling(path: Path) -> Path:
+    """A fresh name for the atomic writer's temporary copy of `path`: `.<name>.<random>.tmp` beside it."""
+    return path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(TMP_RANDOM_BYTES)}{TMP_SUFFIX}")
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create and open a new temporary sibling of `path` with the mode `open(path, "w")` would give it
+    (0o666 minus the umask: the kernel applies the umask, and default ACLs, to `os.open`'s mode), where
+    tempfile.mkstemp would make it 0600 whatever the umask and so hide a shared runs folder's files."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = temporary_sibling(path)
+        with contextlib.suppress(FileExistsError):  # a name already taken: draw another
+            return os.open(tmp, flags, NEW_FILE_MODE), tmp
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write through `write(fh)` into a temporary sibling, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)

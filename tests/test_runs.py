@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -68,6 +70,22 @@ def test_failed_atomic_write_keeps_old_file_and_leaves_no_partial(tmp_path):
         runs._atomic_write(tmp_path / "new.json", write_half_then_fail)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
 
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=oct)
+def test_atomic_writes_get_the_mode_open_would_give_under_the_umask(tmp_path, umask):
+    """A shared runs folder follows the umask: mkstemp alone would make every file 0600."""
+    previous = os.umask(umask)
+    try:
+        written = [runs.atomic_write_text(tmp_path / "a.txt", "x"),
+                   runs.atomic_torch_save({}, tmp_path / "b.pt")]
+        with open(tmp_path / "plain.txt", "w"):
+            pass
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
+    assert [stat.S_IMODE(p.stat().st_mode) for p in written] == [expected, expected]
 
 # ------------------------------------------------------------------------------------- run keys
 def _cfg(**changes) -> RunConfig:
