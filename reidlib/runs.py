@@ -20,6 +20,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import secrets
 import subprocess
 import sys
@@ -43,6 +44,9 @@ MANIFEST_PACKAGES = ("torch", "torchvision", "timm", "numpy", "reidlib")
 # The atomic writer's temporary files: `.<target name>.<random hex>.tmp` in the target's folder.
 TMP_PREFIX, TMP_SUFFIX, TMP_RANDOM_BYTES = ".", ".tmp", 8
 NEW_FILE_MODE = 0o666  # what open(..., "w") asks for; the umask takes its bits away
+# Any writer's temporary name, this one's and tempfile.mkstemp's (earlier versions): what a kill leaves.
+TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp")
+LOCK_FILE = ".lock"
 
 
 class UnsafePathError(ValueError):
@@ -145,10 +149,21 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return []
 
 
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the atomic writer's temporary files in `folder` and return them: what a writer killed
+    mid-write (e.g. during a checkpoint) left. Call it only under the folder's `run_lock`, which every
+    writer into a run folder holds, so that no live writer's file is taken."""
+    stale = [p for p in Path(folder).iterdir() if p.is_file() and TEMPORARY_NAME.fullmatch(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Exclusive lock on a run folder, so two notebooks executed in parallel that ask for the same run
-    train it once: the second waits, then finds it finished. No-op where fcntl is missing."""
+    train it once: the second waits, then finds it finished. The holder finds the folder cleared of
+    temporary files that a killed writer left (`remove_temporaries`). No-op where fcntl is missing."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -156,9 +171,10 @@ def run_lock(folder: str | os.PathLike) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    with open(folder / ".lock", "a") as fh:
+    with open(folder / LOCK_FILE, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
+            remove_temporaries(folder)
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
@@ -325,6 +341,6 @@ def list_runs(runs_dir: str | os.PathLike = "runs") -> Any:
 __all__ = [
     "KEY_VERSION", "UnsafePathError", "safe_path", "atomic_write_bytes", "atomic_write_text",
     "atomic_write_json", "atomic_write_yaml", "atomic_write_jsonl", "atomic_torch_save", "read_json",
-    "read_jsonl", "run_lock", "data_identity", "key_payload", "run_key", "run_dir", "package_versions",
-    "manifest", "run_status", "list_runs",
+    "read_jsonl", "remove_temporaries", "run_lock", "data_identity", "key_payload", "run_key", "run_dir",
+    "package_versions", "manifest", "run_status", "list_runs",
 ]

@@ -15,6 +15,7 @@ from tiny_method import (
     ContractMethod,
     TinyMethod,
     TwoStepMethod,
+    kill_mid_write,
     state_dicts_equal,
     tiny_config,
     write_tiny_dataset,
@@ -159,6 +160,20 @@ def test_interrupted_run_resumes_to_the_same_numbers(baseline, dataset, tmp_path
 
     assert untimed(resumed.history) == untimed(baseline.history)
     assert len(runs.read_json(path / "manifest.json")["resumes"]) == 1
+
+
+def test_a_resumed_run_removes_the_temporary_file_a_kill_mid_checkpoint_left(dataset, tmp_path):
+    def stop_after_first_epoch(epoch, record):
+        raise Interrupt
+
+    cfg = tiny_config(epochs=2)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path, dataset=dataset, progress="off", callbacks=[stop_after_first_epoch])
+    (path,) = (tmp_path / "cache" / "tiny").iterdir()
+    kill_mid_write(path / "last.pt")
+    assert list(path.glob(".last.pt.*.tmp"))
+    assert train(cfg, tmp_path, dataset=dataset, progress="off").finished
+    assert not list(path.glob("*.tmp")) and runs.run_status(path) == "finished"
 
 
 def test_seed_determinism_and_evaluation_leaves_training_untouched(baseline, dataset, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_method import kill_mid_write
 
 from reidlib import runs
 from reidlib.config import DataConfig, RunConfig, TrainConfig, from_dict, load_yaml, replace, to_dict
@@ -184,3 +185,14 @@ def test_run_lock_serialises_two_holders(tmp_path):
         events.append("second acquired")
     thread.join()
     assert events == ["first released", "second acquired"]
+
+
+def test_the_next_lock_holder_removes_what_a_writer_killed_mid_write_left(tmp_path):
+    """Only the lock holder writes into a run folder, so a temporary file found by the next holder belongs
+    to a dead writer: it is removed, finished files stay."""
+    folder = tmp_path / "run"
+    runs.atomic_write_json(folder / "metrics.json", {"finished": True})
+    kill_mid_write(folder / "last.pt")
+    assert len(list(folder.glob(".last.pt.*.tmp"))) == 1
+    with runs.run_lock(folder):
+        assert sorted(p.name for p in folder.iterdir()) == [".lock", "metrics.json"]

@@ -3,6 +3,10 @@ data set written to disk (6 training identities, 2 cameras, 32 x 16 pixel images
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +178,21 @@ def write_tiny_dataset(root: str | Path, train_ids: int = 6, test_ids: int = 4, 
     query = [Record(image(pid, f"query/{pid}.png"), pid, 0) for pid in test_pids]
     gallery = [Record(image(pid, f"gallery/{pid}_{i}.png"), pid, 1) for pid in test_pids for i in range(2)]
     return ReidDataset("tiny", str(root), train, query, gallery)
+
+
+def kill_mid_write(target: str | Path) -> None:
+    """What `kill -9` during a checkpoint write leaves behind: a process SIGKILLed inside the atomic writer,
+    half-way through writing `target` (run with this process's import path, so on this checkout)."""
+    code = ("import os, signal, sys\n"
+            "from reidlib import runs\n"
+            "def die(fh):\n"
+            "    fh.write(b'half a checkpoint')\n"
+            "    fh.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "runs._atomic_write(sys.argv[1], die)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code, str(target)], env=env, check=False)
+    assert done.returncode == -signal.SIGKILL, done
 
 
 def tiny_config(method: str = "tiny", epochs: int = 3, model: dict | None = None, **train) -> RunConfig:
