@@ -24,7 +24,7 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -47,6 +47,8 @@ NEW_FILE_MODE = 0o666  # what open(..., "w") asks for; the umask takes its bits 
 # Any writer's temporary name, this one's and tempfile.mkstemp's (earlier versions): what a kill leaves.
 TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp")
 LOCK_FILE = ".lock"
+# Tries at locking a run folder that other processes keep discarding before giving up (each needs one).
+LOCK_ATTEMPTS = 100
 
 
 class UnsafePathError(ValueError):
@@ -159,25 +161,73 @@ def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
     return stale
 
 
+class RunFolderLock:
+    """What `run_lock` yields: the locked folder, and the way to remove it when a run's start failed."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def discard(self, disposable: Iterable[str], root: str | os.PathLike) -> bool:
+        """Remove the locked folder if it holds nothing but `disposable` files (what a run writes before
+        its first checkpoint), temporaries and the lock, then each parent left empty below `root`; return
+        whether it went. A folder holding anything else (a checkpoint, results, a file of the user's) is
+        kept whole, so a failed start leaves no litter and a finished or resumable run is never touched.
+        The lock file goes last: a process waiting on it then finds it deleted and locks a new one."""
+        remove_temporaries(self.folder)
+        names = {p.name for p in self.folder.iterdir()}
+        if not names <= {*disposable, LOCK_FILE}:
+            return False
+        for name in sorted(names - {LOCK_FILE}) + [LOCK_FILE]:
+            (self.folder / name).unlink(missing_ok=True)
+        stop, folder = Path(os.path.abspath(root)), Path(os.path.abspath(self.folder))
+        while stop in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: a newcomer already locks it again, or other runs live there
+                break
+            folder = folder.parent
+        return True
+
+
+def _holds_current_lock(fh: IO, lock_file: Path) -> bool:
+    """Whether the locked open file is still `lock_file`: a holder that discarded the folder deleted the
+    file we waited on, and locking a deleted file excludes no one who opens its successor."""
+    try:
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(lock_file))
+    except FileNotFoundError:
+        return False
+
+
 @contextlib.contextmanager
-def run_lock(folder: str | os.PathLike) -> Iterator[None]:
+def run_lock(folder: str | os.PathLike) -> Iterator[RunFolderLock]:
     """Exclusive lock on a run folder, so two notebooks executed in parallel that ask for the same run
     train it once: the second waits, then finds it finished. The holder finds the folder cleared of
-    temporary files that a killed writer left (`remove_temporaries`). No-op where fcntl is missing."""
+    temporary files that a killed writer left (`remove_temporaries`) and may `discard` it. The lock
+    itself is not enforced where fcntl is missing (Windows)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        yield
+        folder.mkdir(parents=True, exist_ok=True)
+        yield RunFolderLock(folder)
         return
-    with open(folder / LOCK_FILE, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    for _ in range(LOCK_ATTEMPTS):
         try:
-            remove_temporaries(folder)
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            folder.mkdir(parents=True, exist_ok=True)
+            fh = open(folder / LOCK_FILE, "a")  # noqa: SIM115 - closed by the `with` below
+        except FileNotFoundError:  # the folder (or a parent) was being discarded: create it again
+            continue
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                if _holds_current_lock(fh, folder / LOCK_FILE):
+                    remove_temporaries(folder)
+                    yield RunFolderLock(folder)
+                    return
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    raise RuntimeError(f"could not lock {folder}: it was deleted {LOCK_ATTEMPTS} times while this process "
+                       "waited for it; check that nothing else removes run folders")
 
 
 # --------------------------------------------------------------------------------- identity/keys
@@ -341,6 +391,6 @@ def list_runs(runs_dir: str | os.PathLike = "runs") -> Any:
 __all__ = [
     "KEY_VERSION", "UnsafePathError", "safe_path", "atomic_write_bytes", "atomic_write_text",
     "atomic_write_json", "atomic_write_yaml", "atomic_write_jsonl", "atomic_torch_save", "read_json",
-    "read_jsonl", "remove_temporaries", "run_lock", "data_identity", "key_payload", "run_key", "run_dir",
-    "package_versions", "manifest", "run_status", "list_runs",
+    "read_jsonl", "remove_temporaries", "RunFolderLock", "run_lock", "data_identity", "key_payload",
+    "run_key", "run_dir", "package_versions", "manifest", "run_status", "list_runs",
 ]

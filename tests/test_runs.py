@@ -196,3 +196,37 @@ def test_the_next_lock_holder_removes_what_a_writer_killed_mid_write_left(tmp_pa
     assert len(list(folder.glob(".last.pt.*.tmp"))) == 1
     with runs.run_lock(folder):
         assert sorted(p.name for p in folder.iterdir()) == [".lock", "metrics.json"]
+
+
+def test_discard_removes_only_a_folder_holding_nothing_but_disposable_files(tmp_path):
+    kept, discarded = tmp_path / "cache" / "m" / "kept", tmp_path / "cache" / "m" / "gone"
+    runs.atomic_write_json(kept / "last.pt", {})
+    for folder in (kept, discarded):
+        runs.atomic_write_yaml(folder / "config.yaml", {})
+        with runs.run_lock(folder) as lock:
+            assert lock.discard(("config.yaml",), root=tmp_path) is (folder == discarded)
+    assert sorted(p.name for p in kept.iterdir()) == [".lock", "config.yaml", "last.pt"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "m").iterdir()) == ["kept"]
+    with runs.run_lock(kept) as lock:
+        kept.joinpath("last.pt").unlink()
+        assert lock.discard(("config.yaml",), root=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # empty parents go too, up to the root
+
+
+def test_a_holder_that_waited_on_a_discarded_folder_locks_its_successor(tmp_path):
+    """The waiter held the deleted lock file open: it must lock the folder that exists now, else it and a
+    newcomer locking the new lock file would both hold the run."""
+    folder = tmp_path / "cache" / "m" / "k"
+    seen: list[bool] = []
+
+    def waiter():
+        with runs.run_lock(folder):
+            seen.append((folder / runs.LOCK_FILE).is_file())
+
+    with runs.run_lock(folder) as lock:
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.2)  # give the waiter time to open the lock file and block on it
+        assert lock.discard((), root=tmp_path)
+    thread.join()
+    assert seen == [True]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from reidlib.config import DataConfig, RunConfig, TrainConfig
+from reidlib.config import ConfigError, DataConfig, RunConfig, TrainConfig
 from reidlib.data.records import Record, ReidDataset
 from reidlib.methods import METHODS, Batch, DataInfo, Embedding, ReIDMethod
 
@@ -150,8 +150,17 @@ class CameraTableMethod(TinyMethod):
         return Embedding(global_feat=self._feat(batch.images) + self.cameras(batch.camids))
 
 
+class RefusingMethod(TinyMethod):
+    """A config that passes the config checks and is rejected when the method is built (as a backbone
+    whose pretrained file is missing is)."""
+
+    def __init__(self, cfg: TinyConfig, info: DataInfo):
+        raise ConfigError(f"model.width={cfg.width} is refused by the method's constructor")
+
+
 for _name, _cls in (("tiny", TinyMethod), ("tiny_two_step", TwoStepMethod),
-                    ("tiny_contract", ContractMethod), ("tiny_camera_table", CameraTableMethod)):
+                    ("tiny_contract", ContractMethod), ("tiny_camera_table", CameraTableMethod),
+                    ("tiny_refusing", RefusingMethod)):
     if _name not in METHODS:
         METHODS.register(_name)(_cls)
 

@@ -42,6 +42,8 @@ CONFIG_FILE, MANIFEST_FILE, CHECKPOINT_FILE = "config.yaml", "manifest.json", "l
 HISTORY_FILE, MODEL_FILE, METRICS_FILE = "history.jsonl", "model.pt", "metrics.json"
 # Cleared by retrain=True; metrics first, so an interrupted clean-up never leaves a "finished" run.
 _RESULT_FILES = (METRICS_FILE, MODEL_FILE, CHECKPOINT_FILE, HISTORY_FILE, MANIFEST_FILE)
+# What a run writes before its first checkpoint: a folder holding nothing else has no run to resume.
+_START_FILES = (CONFIG_FILE, MANIFEST_FILE, HISTORY_FILE)
 
 
 # ------------------------------------------------------------------------------------------ Run
@@ -232,16 +234,21 @@ def _train(cfg: RunConfig, runs_dir: Path, retrain: bool, mode: str, dev: torch.
     check_splits(dataset)
     key = runs.run_key(cfg, runs.data_identity(dataset), model_config)
     path = runs.run_dir(runs_dir, cfg.method, key)
-    with runs.run_lock(path) if ctx.is_main else contextlib.nullcontext():
-        finished = ctx.is_main and not retrain and runs.run_status(path) == "finished"
-        if distributed.broadcast_object(finished, ctx):
+    with runs.run_lock(path) if ctx.is_main else contextlib.nullcontext() as lock:
+        try:
+            finished = ctx.is_main and not retrain and runs.run_status(path) == "finished"
+            if distributed.broadcast_object(finished, ctx):
+                distributed.barrier(ctx)
+                return Run.load(path, reused=True)
+            if ctx.is_main and retrain:
+                for name in _RESULT_FILES:
+                    (path / name).unlink(missing_ok=True)
             distributed.barrier(ctx)
-            return Run.load(path, reused=True)
-        if ctx.is_main and retrain:
-            for name in _RESULT_FILES:
-                (path / name).unlink(missing_ok=True)
-        distributed.barrier(ctx)
-        return _Trainer(cfg, runs_dir, path, key, dataset, mode, dev, ctx).fit(callbacks)
+            return _Trainer(cfg, runs_dir, path, key, dataset, mode, dev, ctx).fit(callbacks)
+        except BaseException:
+            if lock is not None:  # rank 0: a start that failed (method build, pre-flight, epoch 1) leaves
+                lock.discard(_START_FILES, root=runs_dir)  # no folder; a checkpoint or results keep it
+            raise
 
 
 class _Trainer:
