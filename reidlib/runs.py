@@ -51,6 +51,10 @@ LOCK_FILE = ".lock"
 LOCK_ATTEMPTS = 100
 
 
+# Refused inside names on every system, so a name that works here also stays one folder deep on Windows.
+NAME_SEPARATORS = ("/", "\\")
+
+
 class UnsafePathError(ValueError):
     """A path built from user input would land outside the folder it must stay in."""
 
@@ -73,6 +77,17 @@ def safe_path(base: str | os.PathLike, *parts: str | os.PathLike) -> Path:
             f"{os.path.join(*map(os.fspath, parts))!r} escapes {root}; use names without '..'"
         )
     return Path(target)
+
+
+def plain_name(name: str, what: str) -> str:
+    """`name` when it is one plain file or folder name (a paper, table or figure name), for `safe_path`:
+    not empty, not '.' or '..', and without a path separator, so it cannot be absolute or point into
+    another folder either. `what` names it in the error."""
+    text = os.fspath(name)
+    if text in ("", os.curdir, os.pardir) or any(sep in text for sep in NAME_SEPARATORS):
+        raise UnsafePathError(f"{what} {text!r} is not a plain name: use a single file or folder name, "
+                              "without '/', '\\' or '..', so that its files stay inside their output folder")
+    return text
 
 
 # -------------------------------------------------------------------------------- atomic writes
@@ -389,7 +404,7 @@ def list_runs(runs_dir: str | os.PathLike = "runs") -> Any:
 
 
 __all__ = [
-    "KEY_VERSION", "UnsafePathError", "safe_path", "atomic_write_bytes", "atomic_write_text",
+    "KEY_VERSION", "UnsafePathError", "safe_path", "plain_name", "atomic_write_bytes", "atomic_write_text",
     "atomic_write_json", "atomic_write_yaml", "atomic_write_jsonl", "atomic_torch_save", "read_json",
     "read_jsonl", "remove_temporaries", "RunFolderLock", "run_lock", "data_identity", "key_payload",
     "run_key", "run_dir", "package_versions", "manifest", "run_status", "list_runs",
