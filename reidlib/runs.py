@@ -9,7 +9,9 @@ A training run lives in `<runs_dir>/cache/<method>/<key>/`:
   metrics.json    final metrics, timings and `"finished": true` (written last: its presence marks a
                   finished run)
 Every file is written atomically (temporary file in the same folder + os.replace), so a crash never
-leaves a half-written file that looks complete.
+leaves a half-written file that looks complete; files get the mode `open(..., "w")` would give them
+under the umask. Only the holder of a folder's `run_lock` writes into it, so the temporary file that a
+kill mid-write leaves (`.<name>.<random>.tmp`) is removed by the next holder.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Lifecycle of `runs_dir/cache/<method>/<key>/` (layout in reidlib.runs):
   finished (metrics.json with "finished": true)  -> reused as is, no training (unless retrain=True)
   interrupted (last.pt, no metrics)               -> resumed after the last finished epoch
   otherwise                                       -> trained from scratch
+A run that fails before its first checkpoint (its method cannot be built, the pre-flight fails, epoch 1
+stops) removes its folder again; one holding a checkpoint or results is always kept.
 A checkpoint is written after every epoch, holding the model, optimiser, scheduler, grad scaler, every
 rank's RNG states, the loader's generator state, the history and the elapsed times; the sampler order
 depends on (seed, epoch) only. A resumed run therefore ends with the same weights and metrics as an
