@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from reidlib.runs import plain_name, safe_path
+
 
 def project_root(start: Path | None = None) -> Path:
     """The checkout holding `notebooks/` and `pyproject.toml`, found upwards from `start` (default: cwd);
@@ -29,8 +31,10 @@ def paper_name(notebook: str) -> str:
 
 
 def results_dir(out_dir: str | Path, profile: str, paper: str) -> Path:
-    return Path(out_dir) / "results" / profile / paper
+    """<out_dir>/results/<profile>/<paper>; a profile or paper that is not a plain name is refused."""
+    return safe_path(out_dir, "results", plain_name(profile, "profile"), plain_name(paper, "paper"))
 
 
 def figures_dir(paper: str, root: Path | None = None) -> Path:
-    return (root or project_root()) / "figures" / paper
+    """<root>/figures/<paper>; a paper that is not a plain name is refused."""
+    return safe_path(root or project_root(), "figures", plain_name(paper, "paper"))

@@ -9,7 +9,9 @@ A training run lives in `<runs_dir>/cache/<method>/<key>/`:
   metrics.json    final metrics, timings and `"finished": true` (written last: its presence marks a
                   finished run)
 Every file is written atomically (temporary file in the same folder + os.replace), so a crash never
-leaves a half-written file that looks complete.
+leaves a half-written file that looks complete; files get the mode `open(..., "w")` would give them
+under the umask. Only the holder of a folder's `run_lock` writes into it, so the temporary file that a
+kill mid-write leaves (`.<name>.<random>.tmp`) is removed by the next holder.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
+import secrets
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +43,18 @@ SYNTHOCC_META = "synthocc.json"
 # synthocc.json entries that describe where/when a set was written, not what it contains.
 _SYNTHOCC_VOLATILE = ("created", "created_at", "root", "out_dir", "path", "elapsed_s")
 MANIFEST_PACKAGES = ("torch", "torchvision", "timm", "numpy", "reidlib")
+# The atomic writer's temporary files: `.<target name>.<random hex>.tmp` in the target's folder.
+TMP_PREFIX, TMP_SUFFIX, TMP_RANDOM_BYTES = ".", ".tmp", 8
+NEW_FILE_MODE = 0o666  # what open(..., "w") asks for; the umask takes its bits away
+# Any writer's temporary name, this one's and tempfile.mkstemp's (earlier versions): what a kill leaves.
+TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp")
+LOCK_FILE = ".lock"
+# Tries at locking a run folder that other processes keep discarding before giving up (each needs one).
+LOCK_ATTEMPTS = 100
+
+
+# Refused inside names on every system, so a name that works here also stays one folder deep on Windows.
+NAME_SEPARATORS = ("/", "\\")
 
 
 class UnsafePathError(ValueError):
@@ -66,12 +81,39 @@ def safe_path(base: str | os.PathLike, *parts: str | os.PathLike) -> Path:
     return Path(target)
 
 
+def plain_name(name: str, what: str) -> str:
+    """`name` when it is one plain file or folder name (a paper, table or figure name), for `safe_path`:
+    not empty, not '.' or '..', and without a path separator, so it cannot be absolute or point into
+    another folder either. `what` names it in the error."""
+    text = os.fspath(name)
+    if text in ("", os.curdir, os.pardir) or any(sep in text for sep in NAME_SEPARATORS):
+        raise UnsafePathError(f"{what} {text!r} is not a plain name: use a single file or folder name, "
+                              "without '/', '\\' or '..', so that its files stay inside their output folder")
+    return text
+
+
 # -------------------------------------------------------------------------------- atomic writes
+def temporary_sibling(path: Path) -> Path:
+    """A fresh name for the atomic writer's temporary copy of `path`: `.<name>.<random>.tmp` beside it."""
+    return path.with_name(f"{TMP_PREFIX}{path.name}.{secrets.token_hex(TMP_RANDOM_BYTES)}{TMP_SUFFIX}")
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create and open a new temporary sibling of `path` with the mode `open(path, "w")` would give it
+    (0o666 minus the umask: the kernel applies the umask, and default ACLs, to `os.open`'s mode), where
+    tempfile.mkstemp would make it 0600 whatever the umask and so hide a shared runs folder's files."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = temporary_sibling(path)
+        with contextlib.suppress(FileExistsError):  # a name already taken: draw another
+            return os.open(tmp, flags, NEW_FILE_MODE), tmp
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write through `write(fh)` into a temporary sibling, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -126,23 +168,83 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return []
 
 
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the atomic writer's temporary files in `folder` and return them: what a writer killed
+    mid-write (e.g. during a checkpoint) left. Call it only under the folder's `run_lock`, which every
+    writer into a run folder holds, so that no live writer's file is taken."""
+    stale = [p for p in Path(folder).iterdir() if p.is_file() and TEMPORARY_NAME.fullmatch(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+class RunFolderLock:
+    """What `run_lock` yields: the locked folder, and the way to remove it when a run's start failed."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def discard(self, disposable: Iterable[str], root: str | os.PathLike) -> bool:
+        """Remove the locked folder if it holds nothing but `disposable` files (what a run writes before
+        its first checkpoint), temporaries and the lock, then each parent left empty below `root`; return
+        whether it went. A folder holding anything else (a checkpoint, results, a file of the user's) is
+        kept whole, so a failed start leaves no litter and a finished or resumable run is never touched.
+        The lock file goes last: a process waiting on it then finds it deleted and locks a new one."""
+        remove_temporaries(self.folder)
+        names = {p.name for p in self.folder.iterdir()}
+        if not names <= {*disposable, LOCK_FILE}:
+            return False
+        for name in sorted(names - {LOCK_FILE}) + [LOCK_FILE]:
+            (self.folder / name).unlink(missing_ok=True)
+        stop, folder = Path(os.path.abspath(root)), Path(os.path.abspath(self.folder))
+        while stop in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: a newcomer already locks it again, or other runs live there
+                break
+            folder = folder.parent
+        return True
+
+
+def _holds_current_lock(fh: IO, lock_file: Path) -> bool:
+    """Whether the locked open file is still `lock_file`: a holder that discarded the folder deleted the
+    file we waited on, and locking a deleted file excludes no one who opens its successor."""
+    try:
+        return os.path.samestat(os.fstat(fh.fileno()), os.stat(lock_file))
+    except FileNotFoundError:
+        return False
+
+
 @contextlib.contextmanager
-def run_lock(folder: str | os.PathLike) -> Iterator[None]:
+def run_lock(folder: str | os.PathLike) -> Iterator[RunFolderLock]:
     """Exclusive lock on a run folder, so two notebooks executed in parallel that ask for the same run
-    train it once: the second waits, then finds it finished. No-op where fcntl is missing."""
+    train it once: the second waits, then finds it finished. The holder finds the folder cleared of
+    temporary files that a killed writer left (`remove_temporaries`) and may `discard` it. The lock
+    itself is not enforced where fcntl is missing (Windows)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        yield
+        folder.mkdir(parents=True, exist_ok=True)
+        yield RunFolderLock(folder)
         return
-    with open(folder / ".lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    for _ in range(LOCK_ATTEMPTS):
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            folder.mkdir(parents=True, exist_ok=True)
+            fh = open(folder / LOCK_FILE, "a")  # noqa: SIM115 - closed by the `with` below
+        except FileNotFoundError:  # the folder (or a parent) was being discarded: create it again
+            continue
+        with fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                if _holds_current_lock(fh, folder / LOCK_FILE):
+                    remove_temporaries(folder)
+                    yield RunFolderLock(folder)
+                    return
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    raise RuntimeError(f"could not lock {folder}: it was deleted {LOCK_ATTEMPTS} times while this process "
+                       "waited for it; check that nothing else removes run folders")
 
 
 # --------------------------------------------------------------------------------- identity/keys
@@ -304,8 +406,8 @@ def list_runs(runs_dir: str | os.PathLike = "runs") -> Any:
 
 
 __all__ = [
-    "KEY_VERSION", "UnsafePathError", "safe_path", "atomic_write_bytes", "atomic_write_text",
+    "KEY_VERSION", "UnsafePathError", "safe_path", "plain_name", "atomic_write_bytes", "atomic_write_text",
     "atomic_write_json", "atomic_write_yaml", "atomic_write_jsonl", "atomic_torch_save", "read_json",
-    "read_jsonl", "run_lock", "data_identity", "key_payload", "run_key", "run_dir", "package_versions",
-    "manifest", "run_status", "list_runs",
+    "read_jsonl", "remove_temporaries", "RunFolderLock", "run_lock", "data_identity", "key_payload",
+    "run_key", "run_dir", "package_versions", "manifest", "run_status", "list_runs",
 ]

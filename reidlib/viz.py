@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,19 +13,22 @@ import torch.nn.functional as F
 
 from reidlib.methods.base import IMAGENET_MEAN, IMAGENET_STD, Batch
 from reidlib.paths import figures_dir
+from reidlib.runs import atomic_write_bytes, plain_name, safe_path
 
 MATCH_COLOUR, MISMATCH_COLOUR = "#2ca02c", "#d62728"
+FIGURE_FORMATS = ("png", "pdf")
 
 
 def save_figure(fig, paper: str, name: str, root: Path | None = None, dpi: int = 200) -> list[Path]:
-    """Write figures/<paper>/<name>.png and .pdf (tight bounding box) and return both paths."""
+    """Write figures/<paper>/<name>.png and .pdf (tight bounding box), each atomically, and return both
+    paths; a paper or figure name that is not a plain name is refused before anything is written."""
     folder = figures_dir(paper, root)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+    name = plain_name(name, "figure name")
+    paths = [safe_path(folder, f"{name}.{fmt}") for fmt in FIGURE_FORMATS]
     for path in paths:
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix[1:])
-        tmp.replace(path)
+        rendered = io.BytesIO()
+        fig.savefig(rendered, dpi=dpi, bbox_inches="tight", format=path.suffix[1:])
+        atomic_write_bytes(path, rendered.getvalue())
     return paths
 
 

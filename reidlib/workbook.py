@@ -24,7 +24,7 @@ from reidlib import methods
 from reidlib.config import RunConfig, check_profile, deep_merge, from_dict, profile_config, replace
 from reidlib.engine.inference import device_of
 from reidlib.paths import project_root, results_dir
-from reidlib.runs import atomic_write_json, read_json
+from reidlib.runs import atomic_write_json, plain_name, read_json, safe_path
 
 # What the "scaling" table shows: the settings that change between the paper and the ci/demo twins.
 SCALING_FIELDS = {
@@ -322,7 +322,7 @@ class Workbook:
         """Export `df` as CSV/Markdown/LaTeX under the results folder; return a Styler to display."""
         from reidlib import tables
 
-        paths = tables.export(df, self.results / name, caption=caption)
+        paths = tables.export(df, safe_path(self.results, plain_name(name, "table name")), caption=caption)
         self._register("tables", name, [str(p) for p in paths])
         return tables.style(df)
 

@@ -15,6 +15,7 @@ from tiny_method import (
     ContractMethod,
     TinyMethod,
     TwoStepMethod,
+    kill_mid_write,
     state_dicts_equal,
     tiny_config,
     write_tiny_dataset,
@@ -161,6 +162,20 @@ def test_interrupted_run_resumes_to_the_same_numbers(baseline, dataset, tmp_path
     assert len(runs.read_json(path / "manifest.json")["resumes"]) == 1
 
 
+def test_a_resumed_run_removes_the_temporary_file_a_kill_mid_checkpoint_left(dataset, tmp_path):
+    def stop_after_first_epoch(epoch, record):
+        raise Interrupt
+
+    cfg = tiny_config(epochs=2)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path, dataset=dataset, progress="off", callbacks=[stop_after_first_epoch])
+    (path,) = (tmp_path / "cache" / "tiny").iterdir()
+    kill_mid_write(path / "last.pt")
+    assert list(path.glob(".last.pt.*.tmp"))
+    assert train(cfg, tmp_path, dataset=dataset, progress="off").finished
+    assert not list(path.glob("*.tmp")) and runs.run_status(path) == "finished"
+
+
 def test_seed_determinism_and_evaluation_leaves_training_untouched(baseline, dataset, tmp_path):
     """Same seed: same weights, although this run never evaluates mid-training; another seed differs."""
     same = train(tiny_config(eval_every=0), tmp_path, dataset=dataset, progress="off")
@@ -209,6 +224,33 @@ def test_non_finite_loss_stops_naming_epoch_step_and_term(dataset, tmp_path):
         train(cfg, tmp_path, dataset=dataset, progress="off")
     path = next((tmp_path / "cache" / "tiny").iterdir())
     assert runs.run_status(path) == "interrupted"  # epoch 1's checkpoint is kept, nothing looks finished
+
+
+@pytest.mark.parametrize(("method", "model", "error"), [
+    ("tiny_refusing", {}, ConfigError),                      # rejected when the method is built
+    ("tiny", {"poison_step": 1}, NonFiniteLossError),        # fails in epoch 1, before any checkpoint
+])
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(dataset, tmp_path, method, model,
+                                                                        error):
+    with pytest.raises(error):
+        train(tiny_config(method, epochs=1, model=model), tmp_path, dataset=dataset, progress="off")
+    assert list(tmp_path.iterdir()) == []  # no half-started run folder, no folder holding only a .lock
+
+
+def test_a_resume_that_fails_keeps_the_interrupted_run(dataset, tmp_path, monkeypatch):
+    def stop_after_first_epoch(epoch, record):
+        raise Interrupt
+
+    cfg = tiny_config(epochs=2)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path, dataset=dataset, progress="off", callbacks=[stop_after_first_epoch])
+    (path,) = (tmp_path / "cache" / "tiny").iterdir()
+    with monkeypatch.context() as patch:
+        patch.setattr(TinyMethod, "distance", lambda self, q, g: 1 / 0)  # the pre-flight fails on resume
+        with pytest.raises(RuntimeError, match="pre-flight"):
+            train(cfg, tmp_path, dataset=dataset, progress="off")
+    assert runs.run_status(path) == "interrupted"
+    assert train(cfg, tmp_path, dataset=dataset, progress="off").finished
 
 
 def test_method_train_step_replaces_the_default_step(dataset, tmp_path):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from tiny_method import kill_mid_write
 
 from reidlib import runs
 from reidlib.config import DataConfig, RunConfig, TrainConfig, from_dict, load_yaml, replace, to_dict
@@ -68,6 +71,22 @@ def test_failed_atomic_write_keeps_old_file_and_leaves_no_partial(tmp_path):
         runs._atomic_write(tmp_path / "new.json", write_half_then_fail)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
 
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=oct)
+def test_atomic_writes_get_the_mode_open_would_give_under_the_umask(tmp_path, umask):
+    """A shared runs folder follows the umask: mkstemp alone would make every file 0600."""
+    previous = os.umask(umask)
+    try:
+        written = [runs.atomic_write_text(tmp_path / "a.txt", "x"),
+                   runs.atomic_torch_save({}, tmp_path / "b.pt")]
+        with open(tmp_path / "plain.txt", "w"):
+            pass
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == expected
+    assert [stat.S_IMODE(p.stat().st_mode) for p in written] == [expected, expected]
 
 # ------------------------------------------------------------------------------------- run keys
 def _cfg(**changes) -> RunConfig:
@@ -166,3 +185,48 @@ def test_run_lock_serialises_two_holders(tmp_path):
         events.append("second acquired")
     thread.join()
     assert events == ["first released", "second acquired"]
+
+
+def test_the_next_lock_holder_removes_what_a_writer_killed_mid_write_left(tmp_path):
+    """Only the lock holder writes into a run folder, so a temporary file found by the next holder belongs
+    to a dead writer: it is removed, finished files stay."""
+    folder = tmp_path / "run"
+    runs.atomic_write_json(folder / "metrics.json", {"finished": True})
+    kill_mid_write(folder / "last.pt")
+    assert len(list(folder.glob(".last.pt.*.tmp"))) == 1
+    with runs.run_lock(folder):
+        assert sorted(p.name for p in folder.iterdir()) == [".lock", "metrics.json"]
+
+
+def test_discard_removes_only_a_folder_holding_nothing_but_disposable_files(tmp_path):
+    kept, discarded = tmp_path / "cache" / "m" / "kept", tmp_path / "cache" / "m" / "gone"
+    runs.atomic_write_json(kept / "last.pt", {})
+    for folder in (kept, discarded):
+        runs.atomic_write_yaml(folder / "config.yaml", {})
+        with runs.run_lock(folder) as lock:
+            assert lock.discard(("config.yaml",), root=tmp_path) is (folder == discarded)
+    assert sorted(p.name for p in kept.iterdir()) == [".lock", "config.yaml", "last.pt"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "m").iterdir()) == ["kept"]
+    with runs.run_lock(kept) as lock:
+        kept.joinpath("last.pt").unlink()
+        assert lock.discard(("config.yaml",), root=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # empty parents go too, up to the root
+
+
+def test_a_holder_that_waited_on_a_discarded_folder_locks_its_successor(tmp_path):
+    """The waiter held the deleted lock file open: it must lock the folder that exists now, else it and a
+    newcomer locking the new lock file would both hold the run."""
+    folder = tmp_path / "cache" / "m" / "k"
+    seen: list[bool] = []
+
+    def waiter():
+        with runs.run_lock(folder):
+            seen.append((folder / runs.LOCK_FILE).is_file())
+
+    with runs.run_lock(folder) as lock:
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.2)  # give the waiter time to open the lock file and block on it
+        assert lock.discard((), root=tmp_path)
+    thread.join()
+    assert seen == [True]

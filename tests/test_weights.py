@@ -7,6 +7,7 @@ from torch import nn
 
 from reidlib.models import build_backbone
 from reidlib.models.weights import (
+    ALLOW_TORCHSCRIPT_ENV,
     WeightsError,
     load_pretrained,
     read_state_dict,
@@ -80,14 +81,28 @@ def test_arbitrary_pickles_are_refused(tmp_path):
         read_state_dict(path)
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
-def test_safetensors_and_torchscript_files(tmp_path):
+def test_safetensors_files(tmp_path):
     state = Tiny().state_dict()
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")
     assert read_state_dict(tmp_path / "w.safetensors").keys() == state.keys()
-    scripted = torch.jit.script(Tiny().conv)  # OpenAI's CLIP .pt is a TorchScript archive
-    scripted.save(str(tmp_path / "ViT-B-16.pt"))
-    assert set(read_state_dict(tmp_path / "ViT-B-16.pt")) == {"weight", "bias"}
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_torchscript_archives_run_code_so_they_are_read_only_when_allowed(tmp_path, monkeypatch):
+    """torch.jit.load runs code stored in the file: "weights are never unpickled" holds only if a
+    TorchScript archive (OpenAI's CLIP .pt is one) is refused unless the user says it is trusted."""
+    path = tmp_path / "ViT-B-16.pt"
+    torch.jit.script(Tiny().conv).save(str(path))
+    monkeypatch.delenv(ALLOW_TORCHSCRIPT_ENV, raising=False)
+    with pytest.raises(WeightsError, match=f"TorchScript archive.*runs code.*{ALLOW_TORCHSCRIPT_ENV}=1"):
+        read_state_dict(path)
+    with pytest.raises(WeightsError, match="TorchScript"):
+        load_pretrained(Tiny().conv, path, ())
+    assert set(read_state_dict(path, allow_torchscript=True)) == {"weight", "bias"}
+    monkeypatch.setenv(ALLOW_TORCHSCRIPT_ENV, "1")
+    assert load_pretrained(Tiny().conv, path, ()).complete
+    with pytest.raises(WeightsError, match="TorchScript"):
+        read_state_dict(path, allow_torchscript=False)  # the argument wins over the environment
 
 
 def test_backbone_roundtrip_through_a_weights_folder(tmp_path):

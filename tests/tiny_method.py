@@ -3,6 +3,10 @@ data set written to disk (6 training identities, 2 cameras, 32 x 16 pixel images
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from reidlib.config import DataConfig, RunConfig, TrainConfig
+from reidlib.config import ConfigError, DataConfig, RunConfig, TrainConfig
 from reidlib.data.records import Record, ReidDataset
 from reidlib.methods import METHODS, Batch, DataInfo, Embedding, ReIDMethod
 
@@ -146,8 +150,17 @@ class CameraTableMethod(TinyMethod):
         return Embedding(global_feat=self._feat(batch.images) + self.cameras(batch.camids))
 
 
+class RefusingMethod(TinyMethod):
+    """A config that passes the config checks and is rejected when the method is built (as a backbone
+    whose pretrained file is missing is)."""
+
+    def __init__(self, cfg: TinyConfig, info: DataInfo):
+        raise ConfigError(f"model.width={cfg.width} is refused by the method's constructor")
+
+
 for _name, _cls in (("tiny", TinyMethod), ("tiny_two_step", TwoStepMethod),
-                    ("tiny_contract", ContractMethod), ("tiny_camera_table", CameraTableMethod)):
+                    ("tiny_contract", ContractMethod), ("tiny_camera_table", CameraTableMethod),
+                    ("tiny_refusing", RefusingMethod)):
     if _name not in METHODS:
         METHODS.register(_name)(_cls)
 
@@ -174,6 +187,21 @@ def write_tiny_dataset(root: str | Path, train_ids: int = 6, test_ids: int = 4, 
     query = [Record(image(pid, f"query/{pid}.png"), pid, 0) for pid in test_pids]
     gallery = [Record(image(pid, f"gallery/{pid}_{i}.png"), pid, 1) for pid in test_pids for i in range(2)]
     return ReidDataset("tiny", str(root), train, query, gallery)
+
+
+def kill_mid_write(target: str | Path) -> None:
+    """What `kill -9` during a checkpoint write leaves behind: a process SIGKILLed inside the atomic writer,
+    half-way through writing `target` (run with this process's import path, so on this checkout)."""
+    code = ("import os, signal, sys\n"
+            "from reidlib import runs\n"
+            "def die(fh):\n"
+            "    fh.write(b'half a checkpoint')\n"
+            "    fh.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n"
+            "runs._atomic_write(sys.argv[1], die)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", code, str(target)], env=env, check=False)
+    assert done.returncode == -signal.SIGKILL, done
 
 
 def tiny_config(method: str = "tiny", epochs: int = 3, model: dict | None = None, **train) -> RunConfig:

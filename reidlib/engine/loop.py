@@ -4,6 +4,8 @@ Lifecycle of `runs_dir/cache/<method>/<key>/` (layout in reidlib.runs):
   finished (metrics.json with "finished": true)  -> reused as is, no training (unless retrain=True)
   interrupted (last.pt, no metrics)               -> resumed after the last finished epoch
   otherwise                                       -> trained from scratch
+A run that fails before its first checkpoint (its method cannot be built, the pre-flight fails, epoch 1
+stops) removes its folder again; one holding a checkpoint or results is always kept.
 A checkpoint is written after every epoch, holding the model, optimiser, scheduler, grad scaler, every
 rank's RNG states, the loader's generator state, the history and the elapsed times; the sampler order
 depends on (seed, epoch) only. A resumed run therefore ends with the same weights and metrics as an
@@ -42,6 +44,8 @@ CONFIG_FILE, MANIFEST_FILE, CHECKPOINT_FILE = "config.yaml", "manifest.json", "l
 HISTORY_FILE, MODEL_FILE, METRICS_FILE = "history.jsonl", "model.pt", "metrics.json"
 # Cleared by retrain=True; metrics first, so an interrupted clean-up never leaves a "finished" run.
 _RESULT_FILES = (METRICS_FILE, MODEL_FILE, CHECKPOINT_FILE, HISTORY_FILE, MANIFEST_FILE)
+# What a run writes before its first checkpoint: a folder holding nothing else has no run to resume.
+_START_FILES = (CONFIG_FILE, MANIFEST_FILE, HISTORY_FILE)
 
 
 # ------------------------------------------------------------------------------------------ Run
@@ -232,16 +236,21 @@ def _train(cfg: RunConfig, runs_dir: Path, retrain: bool, mode: str, dev: torch.
     check_splits(dataset)
     key = runs.run_key(cfg, runs.data_identity(dataset), model_config)
     path = runs.run_dir(runs_dir, cfg.method, key)
-    with runs.run_lock(path) if ctx.is_main else contextlib.nullcontext():
-        finished = ctx.is_main and not retrain and runs.run_status(path) == "finished"
-        if distributed.broadcast_object(finished, ctx):
+    with runs.run_lock(path) if ctx.is_main else contextlib.nullcontext() as lock:
+        try:
+            finished = ctx.is_main and not retrain and runs.run_status(path) == "finished"
+            if distributed.broadcast_object(finished, ctx):
+                distributed.barrier(ctx)
+                return Run.load(path, reused=True)
+            if ctx.is_main and retrain:
+                for name in _RESULT_FILES:
+                    (path / name).unlink(missing_ok=True)
             distributed.barrier(ctx)
-            return Run.load(path, reused=True)
-        if ctx.is_main and retrain:
-            for name in _RESULT_FILES:
-                (path / name).unlink(missing_ok=True)
-        distributed.barrier(ctx)
-        return _Trainer(cfg, runs_dir, path, key, dataset, mode, dev, ctx).fit(callbacks)
+            return _Trainer(cfg, runs_dir, path, key, dataset, mode, dev, ctx).fit(callbacks)
+        except BaseException:
+            if lock is not None:  # rank 0: a start that failed (method build, pre-flight, epoch 1) leaves
+                lock.discard(_START_FILES, root=runs_dir)  # no folder; a checkpoint or results keep it
+            raise
 
 
 class _Trainer:

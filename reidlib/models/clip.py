@@ -3,9 +3,10 @@ encoder (for text prototypes and prompt learning, as RGANet uses them) and the o
 
 The model is `open_clip.CLIP` built from a config dict (never `pretrained=` names, which download);
 open_clip ships the tokenizer's vocabulary inside the package, so nothing reaches the network.
-Parameter names are those of OpenAI's release, so `ViT-B-16.pt` (TorchScript, read with
-`torch.jit.load(...).state_dict()` as open_clip itself does) and open_clip's
-`open_clip_pytorch_model.bin` / `.safetensors` load into `self.model`.
+Parameter names are those of OpenAI's release, so open_clip's `open_clip_pytorch_model.bin` /
+`.safetensors` and `ViT-B-16.pt` load into `self.model`. The latter is TorchScript, read with
+`torch.jit.load(...).state_dict()` as open_clip itself does, which runs code from the file: it is read
+only with $REIDLIB_ALLOW_TORCHSCRIPT=1 (reidlib.models.weights).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Pretrained weights from local files only: locate, verify (SHA-256), read safely, load and report.
 
 Nothing here touches the network. Files come from strangers, so they are read as tensors only:
-safetensors, `torch.load(..., weights_only=True)`, or, for OpenAI's CLIP release (a TorchScript
-archive), `torch.jit.load(...).state_dict()` exactly as open_clip's own loader does.
+safetensors or `torch.load(..., weights_only=True)`. A TorchScript archive (OpenAI's CLIP release is one)
+can only be read by `torch.jit.load`, which runs code stored in the file, so it is refused unless the
+user allows it ($REIDLIB_ALLOW_TORCHSCRIPT=1 or `allow_torchscript=True`); then it is read as open_clip's
+own loader does (`torch.jit.load(...).state_dict()`).
 
 `pretrained` arguments everywhere accept:
   None / False      random initialisation
@@ -30,6 +32,7 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 WEIGHTS_ENV = "REIDLIB_WEIGHTS"
+ALLOW_TORCHSCRIPT_ENV = "REIDLIB_ALLOW_TORCHSCRIPT"  # "1": TorchScript weights files may be read
 MIN_SHA_PREFIX = 8  # torchvision / timm file names carry the first 8 hex digits of the file's SHA-256
 
 PretrainedSpec = str | os.PathLike | bool | None
@@ -154,8 +157,30 @@ def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
     return obj
 
 
-def read_state_dict(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Tensor]:
-    """Read a state dict from `path` without unpickling arbitrary objects (optionally checking SHA-256)."""
+def torchscript_allowed(allow_torchscript: bool | None = None) -> bool:
+    """The caller's choice, else $REIDLIB_ALLOW_TORCHSCRIPT == "1" (configs reach the loader only by it)."""
+    if allow_torchscript is not None:
+        return allow_torchscript
+    return os.environ.get(ALLOW_TORCHSCRIPT_ENV) == "1"
+
+
+def _read_torchscript(path: Path) -> dict[str, Tensor]:
+    """OpenAI's CLIP release, read as open_clip's loader reads it (jit.load, then state_dict): this runs
+    code stored in the file, so only trusted files get here."""
+    with warnings.catch_warnings():  # torch>=2.9 flags TorchScript as deprecated; the file format stays
+        warnings.simplefilter("ignore", FutureWarning)
+        sd = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    for meta in ("input_resolution", "context_length", "vocab_size"):
+        sd.pop(meta, None)
+    return sd
+
+
+def read_state_dict(path: str | os.PathLike, sha256: str | None = None, *,
+                    allow_torchscript: bool | None = None) -> dict[str, Tensor]:
+    """Read a state dict from `path` without unpickling arbitrary objects (optionally checking SHA-256).
+
+    allow_torchscript: read a TorchScript archive (which runs code from the file); None: only when
+    $REIDLIB_ALLOW_TORCHSCRIPT is "1"."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"pretrained weights file {path} does not exist")
@@ -166,13 +191,14 @@ def read_state_dict(path: str | os.PathLike, sha256: str | None = None) -> dict[
 
         return load_file(str(path), device="cpu")
     if _is_torchscript(path):
-        # OpenAI's CLIP release; open_clip's loader reads it the same way (jit.load, then state_dict).
-        with warnings.catch_warnings():  # torch>=2.9 flags TorchScript as deprecated; the file format stays
-            warnings.simplefilter("ignore", FutureWarning)
-            sd = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-        for meta in ("input_resolution", "context_length", "vocab_size"):
-            sd.pop(meta, None)
-        return sd
+        if not torchscript_allowed(allow_torchscript):
+            raise WeightsError(
+                f"{path} is a TorchScript archive: reading it (torch.jit.load) runs code stored in the file, "
+                f"so it is refused. If you trust the file, allow it with {ALLOW_TORCHSCRIPT_ENV}=1 in the "
+                "environment (or read_state_dict(..., allow_torchscript=True)); otherwise use a plain "
+                "state-dict or .safetensors release of the same weights (CLIP ViT-B/16: open_clip's "
+                "open_clip_model.safetensors)")
+        return _read_torchscript(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle with custom classes, or a truncated file
@@ -192,6 +218,7 @@ def load_pretrained(
     adapt: Callable[[dict[str, Tensor], LoadReport], dict[str, Tensor]] | None = None,
     new_prefixes: Iterable[str] = (),
     strict: bool = False,
+    allow_torchscript: bool | None = None,
 ) -> LoadReport | None:
     """Load local weights into `model` (non-strict) and return a `LoadReport` (also logged).
 
@@ -201,11 +228,12 @@ def load_pretrained(
     new_prefixes:  model keys such checkpoints never hold (parts added for ReID, e.g. the SIE table):
                    reported as `new`, not `missing`
     strict:        raise if any model key stays missing or any shape mismatches
+    allow_torchscript: read a TorchScript archive, which runs code from the file (see read_state_dict)
     Returns None when `pretrained` asks for random init."""
     path = resolve_pretrained(pretrained, expected)
     if path is None:
         return None
-    state = read_state_dict(path, sha256)
+    state = read_state_dict(path, sha256, allow_torchscript=allow_torchscript)
     report = LoadReport(path=str(path))
     drop = tuple(drop_prefixes)
     report.dropped = sorted(k for k in state if drop and k.startswith(drop))

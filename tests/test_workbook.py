@@ -1,0 +1,56 @@
+"""Workbook confinement: paper, table and figure names cannot place files outside the output folders."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from reidlib import viz  # noqa: E402
+from reidlib.runs import UnsafePathError  # noqa: E402
+from reidlib.workbook import Workbook  # noqa: E402
+
+# "{tmp}" is replaced by the test's own folder: an absolute name that, were it accepted, would land there.
+NOT_PLAIN = ["../escaped", "..", "{tmp}/escaped", "sub/escaped", "sub\\escaped", ""]
+
+
+def files_under(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("paper", NOT_PLAIN)
+def test_a_paper_name_that_is_not_a_plain_name_is_refused(tmp_path, paper):
+    paper = paper.format(tmp=tmp_path)
+    with pytest.raises(UnsafePathError, match="paper .* plain name"):
+        Workbook(paper, profile="ci", out_dir=str(tmp_path / "runs"))
+    assert files_under(tmp_path) == [] and not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize("name", NOT_PLAIN)
+def test_table_and_figure_names_stay_inside_the_output_folders(tmp_path, name):
+    name = name.format(tmp=tmp_path)
+    wb = Workbook("unit", profile="ci", out_dir=str(tmp_path / "runs"))
+    fig = plt.figure()
+    with pytest.raises(UnsafePathError, match="table name .* plain name"):
+        wb.table(pd.DataFrame({"a": [1]}), name)
+    with pytest.raises(UnsafePathError, match="figure name .* plain name"):
+        wb.figure(fig, name)
+    with pytest.raises(UnsafePathError, match="paper .* plain name"):
+        viz.save_figure(fig, name or "..", "ok", root=tmp_path / "runs")
+    plt.close(fig)
+    assert files_under(tmp_path) == [] and not (tmp_path / "escaped").exists()
+
+
+def test_plain_names_write_where_the_readme_says(tmp_path):
+    wb = Workbook("unit", profile="ci", out_dir=str(tmp_path / "runs"))
+    fig = plt.figure()
+    wb.table(pd.DataFrame({"a": [1]}), "table1")
+    wb.figure(fig, "fig1")
+    plt.close(fig)
+    assert files_under(tmp_path / "runs") == [
+        "figures/unit/fig1.pdf", "figures/unit/fig1.png", "results/ci/unit/metrics.json",
+        "results/ci/unit/table1.csv", "results/ci/unit/table1.md", "results/ci/unit/table1.tex"]
