@@ -4,8 +4,12 @@ Each notebook runs in its own `papermill` process so that one failure or a timeo
 Layout under OUT_DIR (default `runs/`):
     notebooks/<profile>/<name>.ipynb        the executed notebook (outputs included)
     notebooks/<profile>/<name>.log          papermill's stdout/stderr
-    notebooks/<profile>/<name>.status.json  status (passed/failed/timeout/interrupted...), duration, error
+    notebooks/<profile>/<name>.status.json  running/passed/failed/timeout/interrupted, duration, error
     results/<profile>/<paper>/metrics.json  the notebook's own sidecar of headline metrics
+
+Before a notebook starts, what its previous run left is removed (its results folder and the figures its
+sidecar lists) and its status becomes `running`: a run that fails, times out or is stopped never shows an
+earlier run's numbers, tables or figures as its own. Training runs stay cached, so a rerun brings them back.
 
 Stopping: a timeout, or SIGINT / SIGTERM / SIGHUP to the batch, kills the notebook's whole process tree:
 papermill, the kernel (which jupyter_client starts in a session of its own) and whatever the kernel started.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,11 +38,11 @@ import psutil
 
 from reidlib import die_with_parent
 from reidlib.config import check_profile
-from reidlib.paths import notebooks_dir, paper_name, results_dir
+from reidlib.paths import figures_dir, notebooks_dir, paper_name, project_root, results_dir
 from reidlib.runs import atomic_write_json
 
 STATUS_PASSED, STATUS_FAILED, STATUS_TIMEOUT = "passed", "failed", "timeout"
-STATUS_INTERRUPTED = "interrupted"
+STATUS_INTERRUPTED, STATUS_RUNNING = "interrupted", "running"
 # Signals that stop a batch: Ctrl-C, `kill`, and the terminal closing (papermill, in a session of its own,
 # would not get any of them).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -110,6 +115,9 @@ def run_notebook(nb: Path, profile: str, out_dir: Path, params: dict, timeout: f
     out_nb = out_dir / "notebooks" / profile / nb.name
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     log_path = out_nb.with_suffix(".log")
+    _clear_previous_run(nb, profile, out_dir)
+    _write_status(NotebookResult(notebook=nb.stem, profile=profile, status=STATUS_RUNNING, duration_s=0.0,
+                                 output=str(out_nb)))
     start = time.monotonic()
     env = {**os.environ, "REIDLIB_BATCH": "1"}  # the engine prints line-based progress in batch runs
     # papermill in a session of its own: a Ctrl-C meant for the batch reaches it only through the batch.
@@ -124,8 +132,36 @@ def run_notebook(nb: Path, profile: str, out_dir: Path, params: dict, timeout: f
         notebook=nb.stem, profile=profile, status=status, duration_s=round(time.monotonic() - start, 1),
         output=str(out_nb), error=error, metrics=_read_metrics(out_dir, profile, nb.stem),
     )
-    atomic_write_json(out_nb.with_suffix(".status.json"), asdict(result))
+    _write_status(result)
     return result
+
+
+def _write_status(result: NotebookResult) -> None:
+    atomic_write_json(Path(result.output).with_suffix(".status.json"), asdict(result))
+
+
+def _clear_previous_run(nb: Path, profile: str, out_dir: Path) -> None:
+    """Remove the notebook's results folder (tables, metrics sidecar) and the figures its sidecar lists.
+    Figures are shared by profiles (figures/<paper>/ outside ci), so only the listed ones go; the sidecar is
+    data, so only files in the paper's figure folders go, wherever it points."""
+    paper = paper_name(nb.stem)
+    # the figure folders as the Workbook finds them (ci: under out_dir), from the notebook's own folder
+    folders = {figures_dir(paper, root).resolve() for root in (out_dir, project_root(nb.parent))}
+    for path in _listed_figures(_read_metrics(out_dir, profile, nb.stem)):
+        if path.resolve().parent in folders and path.is_file():
+            path.unlink()
+    results = results_dir(out_dir, profile, paper)
+    if results.is_dir():
+        shutil.rmtree(results)
+
+
+def _listed_figures(sidecar: dict) -> list[Path]:
+    """The files of the sidecar's `figures` entry ({name: [paths]}); anything else in it is ignored."""
+    listed = sidecar.get("figures") if isinstance(sidecar, dict) else None
+    if not isinstance(listed, dict):
+        return []
+    lists = [paths for paths in listed.values() if isinstance(paths, list)]
+    return [Path(p) for paths in lists for p in paths if isinstance(p, str)]
 
 
 def _wait_or_kill(proc: subprocess.Popen, timeout: float | None, stop: StopRequest) -> str:

@@ -121,8 +121,10 @@ def test_signal_stops_the_batch_kills_everything_and_writes_the_summary(signum, 
         assert not _processes_of(tag), f"left running: {_describe(_processes_of(tag))}\n{output}"
         status = json.loads((out / "notebooks" / "ci" / "00_baselines.status.json").read_text())
         assert status["status"] == "interrupted", output
+        assert (status["metrics"].get("headline") or {}).get("mAP") != STALE_MAP
         row = pd.read_csv(out / "summary.csv").set_index("notebook").loc["00_baselines"]
         assert row["status"] == "interrupted"
+        assert row.get("mAP") != STALE_MAP
     finally:
         _kill_all(tag)
         batch.kill()
@@ -141,6 +143,9 @@ def test_kill_9_of_reidlib_takes_papermill_and_the_kernel_with_it(tmp_path):
         while _processes_of(tag) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _processes_of(tag), f"orphans of kill -9: {_describe(_processes_of(tag))}"
+        # the killed run's status says it never finished, not the earlier run's "passed"
+        status = json.loads((out / "notebooks" / "ci" / "00_baselines.status.json").read_text())
+        assert status["status"] == "running" and str(STALE_MAP) not in json.dumps(status)
     finally:
         _kill_all(tag)
 
