@@ -1,4 +1,4 @@
-"""`python -m reidlib.die_with_parent PARENT_PID COMMAND [ARG ...]`: run COMMAND so that it is killed when
+"""`python die_with_parent.py PARENT_PID COMMAND [ARG ...]`: run COMMAND so that it is killed when
 the process PARENT_PID dies, even by `kill -9`, which no handler of the parent can see.
 
 The batch runner starts papermill through it, so that killing `reidlib reproduce` outright does not leave a
@@ -14,6 +14,7 @@ import ctypes
 import os
 import signal
 import sys
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1      # <linux/prctl.h>
 EXIT_PARENT_GONE = 125    # the parent died before the guard was set: nobody waits for COMMAND any more
@@ -32,13 +33,14 @@ def guard_against_parent_death(parent_pid: int) -> None:
 
 
 def command(parent_pid: int, argv: list[str]) -> list[str]:
-    """`argv` wrapped so that it dies with `parent_pid`."""
-    return [sys.executable, "-m", __name__, str(parent_pid), *argv]
+    """`argv` wrapped so that it dies with `parent_pid`. The guard runs as a script in isolated mode (-I): it
+    needs only the standard library, not reidlib on the path, and the script's folder is not put on it."""
+    return [sys.executable, "-I", str(Path(__file__).resolve()), str(parent_pid), *argv]
 
 
 def main(args: list[str]) -> None:
     if len(args) < 2:
-        raise SystemExit("usage: python -m reidlib.die_with_parent PARENT_PID COMMAND [ARG ...]")
+        raise SystemExit("usage: python die_with_parent.py PARENT_PID COMMAND [ARG ...]")
     guard_against_parent_death(int(args[0]))
     os.execvp(args[1], args[1:])
 

@@ -48,6 +48,7 @@ STATUS_INTERRUPTED, STATUS_RUNNING = "interrupted", "running"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP_POLL_S = 0.2   # how long a notebook's wait may take to notice a stop request
 KILL_WAIT_S = 5.0   # how long to wait for killed processes to be gone (SIGKILL cannot be ignored)
+GONE_POLL_S = 0.02  # how often to look whether they are
 EXIT_SIGNAL_BASE = 128  # a shell's exit status for "ended by signal N" is 128 + N
 
 
@@ -217,7 +218,7 @@ def _wait_until_gone(procs: list[psutil.Process], timeout: float) -> None:
     and an orphan's new parent, pid 1 in a container, may never do so)."""
     deadline = time.monotonic() + timeout
     while any(_alive(p) for p in procs) and time.monotonic() < deadline:
-        time.sleep(STOP_POLL_S / 10)
+        time.sleep(GONE_POLL_S)
 
 
 def _alive(proc: psutil.Process) -> bool:

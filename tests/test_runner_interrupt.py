@@ -18,7 +18,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from reidlib import runner
+from reidlib import die_with_parent, runner
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,7 @@ STOP_WITHIN_S = 10              # what "stops within seconds" means here
 ORPHANS_GONE_S = 5              # after kill -9: ipykernel's parent poller checks once a second
 STALE_MAP = 0.987               # an earlier run's headline, which must not survive a rerun that stops
 NOTEBOOK_TIMEOUT_S = 15         # the timeout test: kernel start-up on a busy machine fits well inside it
+GUARDED_EXIT_S = 2              # a guarded child of a killed parent: the kernel kills it at once
 
 
 def _processes_of(tag: str) -> list[psutil.Process]:
@@ -185,3 +186,36 @@ def test_timeout_kills_the_kernel_and_what_it_started(tmp_path):
         for pid in pids:
             if _live(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+START_GUARDED_SLEEP = """
+import os, subprocess, sys, time
+from reidlib import die_with_parent
+child = subprocess.Popen(die_with_parent.command(os.getpid(), ["sleep", "300"]))
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_die_with_parent_kills_the_child_with_its_parent():
+    parent = subprocess.Popen([sys.executable, "-c", START_GUARDED_SLEEP], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + GUARDED_EXIT_S
+        while _live(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _live(child), "the guarded child outlived kill -9 of its parent"
+    finally:
+        if _live(child):
+            os.kill(child, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_die_with_parent_does_not_start_an_orphan():
+    """A parent that died before the guard was set (its pid is no longer the parent's): no command runs."""
+    assert subprocess.run(die_with_parent.command(os.getpid(), ["true"])).returncode == 0
+    late = subprocess.run(die_with_parent.command(os.getppid(), ["true"]))
+    assert late.returncode == die_with_parent.EXIT_PARENT_GONE
