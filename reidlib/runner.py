@@ -4,29 +4,73 @@ Each notebook runs in its own `papermill` process so that one failure or a timeo
 Layout under OUT_DIR (default `runs/`):
     notebooks/<profile>/<name>.ipynb        the executed notebook (outputs included)
     notebooks/<profile>/<name>.log          papermill's stdout/stderr
-    notebooks/<profile>/<name>.status.json  status (passed/failed/timeout), duration, error line
+    notebooks/<profile>/<name>.status.json  running/passed/failed/timeout/interrupted, duration, error
     results/<profile>/<paper>/metrics.json  the notebook's own sidecar of headline metrics
+
+Before a notebook starts, what its previous run left is removed (its results folder and the figures its
+sidecar lists) and its status becomes `running`: a run that fails, times out or is stopped never shows an
+earlier run's numbers, tables or figures as its own. Training runs stay cached, so a rerun brings them back.
+
+Stopping: a timeout, or SIGINT / SIGTERM / SIGHUP to the batch, kills the notebook's whole process tree:
+papermill, the kernel (which jupyter_client starts in a session of its own) and whatever the kernel started.
+`kill -9` of the batch takes papermill with it (`reidlib.die_with_parent`) and the kernel follows its parent.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import psutil
 
+from reidlib import die_with_parent
 from reidlib.config import check_profile
-from reidlib.paths import notebooks_dir, paper_name, results_dir
+from reidlib.paths import figures_dir, notebooks_dir, paper_name, project_root, results_dir
 from reidlib.runs import atomic_write_json
 
 STATUS_PASSED, STATUS_FAILED, STATUS_TIMEOUT = "passed", "failed", "timeout"
+STATUS_INTERRUPTED, STATUS_RUNNING = "interrupted", "running"
+# Signals that stop a batch: Ctrl-C, `kill`, and the terminal closing (papermill, in a session of its own,
+# would not get any of them).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_POLL_S = 0.2   # how long a notebook's wait may take to notice a stop request
+KILL_WAIT_S = 5.0   # how long to wait for killed processes to be gone (SIGKILL cannot be ignored)
+GONE_POLL_S = 0.02  # how often to look whether they are
+EXIT_SIGNAL_BASE = 128  # a shell's exit status for "ended by signal N" is 128 + N
+
+
+class StopRequest:
+    """Set by a stop signal (in the main thread); the threads running notebooks poll it and kill theirs."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame=None) -> None:  # a signal handler: no work here, only the flag
+        self.signum = self.signum or signum
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGINT).name
+
+    def exit_code(self) -> int:
+        return EXIT_SIGNAL_BASE + (self.signum or signal.SIGINT)
 
 
 @dataclass
@@ -66,32 +110,132 @@ def _papermill_command(nb: Path, out: Path, params: dict) -> list[str]:
     return cmd
 
 
-def run_notebook(nb: Path, profile: str, out_dir: Path, params: dict,
-                 timeout: float | None) -> NotebookResult:
-    """Execute one notebook in a subprocess; a timeout kills its whole process group (kernel included)."""
+def run_notebook(nb: Path, profile: str, out_dir: Path, params: dict, timeout: float | None,
+                 stop: StopRequest | None = None) -> NotebookResult:
+    """Execute one notebook in a subprocess; a timeout or a stop request kills its whole process tree."""
     out_nb = out_dir / "notebooks" / profile / nb.name
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     log_path = out_nb.with_suffix(".log")
+    _clear_previous_run(nb, profile, out_dir)
+    _write_status(NotebookResult(notebook=nb.stem, profile=profile, status=STATUS_RUNNING, duration_s=0.0,
+                                 output=str(out_nb)))
     start = time.monotonic()
-    status, error = STATUS_PASSED, ""
     env = {**os.environ, "REIDLIB_BATCH": "1"}  # the engine prints line-based progress in batch runs
+    # papermill in a session of its own: a Ctrl-C meant for the batch reaches it only through the batch.
+    # Started from this thread, which waits for it: its death signal follows this thread (die_with_parent).
+    cmd = die_with_parent.command(os.getpid(), _papermill_command(nb, out_nb, params))
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(_papermill_command(nb, out_nb, params), stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code, status, error = -1, STATUS_TIMEOUT, f"timed out after {timeout:.0f} s"
-    if code != 0 and status == STATUS_PASSED:
-        status, error = STATUS_FAILED, _last_error_line(log_path)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        stop = stop or StopRequest()
+        status = _wait_or_kill(proc, timeout, stop)
+    error = _error_line(status, timeout, stop, log_path)
     result = NotebookResult(
         notebook=nb.stem, profile=profile, status=status, duration_s=round(time.monotonic() - start, 1),
         output=str(out_nb), error=error, metrics=_read_metrics(out_dir, profile, nb.stem),
     )
-    atomic_write_json(out_nb.with_suffix(".status.json"), asdict(result))
+    _write_status(result)
     return result
+
+
+def _write_status(result: NotebookResult) -> None:
+    atomic_write_json(Path(result.output).with_suffix(".status.json"), asdict(result))
+
+
+def _clear_previous_run(nb: Path, profile: str, out_dir: Path) -> None:
+    """Remove the notebook's results folder (tables, metrics sidecar) and the figures its sidecar lists.
+    Figures are shared by profiles (figures/<paper>/ outside ci), so only the listed ones go; the sidecar is
+    data, so only files in the paper's figure folders go, wherever it points."""
+    paper = paper_name(nb.stem)
+    # the figure folders as the Workbook finds them (ci: under out_dir), from the notebook's own folder
+    folders = {figures_dir(paper, root).resolve() for root in (out_dir, project_root(nb.parent))}
+    for path in _listed_figures(_read_metrics(out_dir, profile, nb.stem)):
+        if path.resolve().parent in folders and path.is_file():
+            path.unlink()
+    results = results_dir(out_dir, profile, paper)
+    if results.is_dir():
+        shutil.rmtree(results)
+
+
+def _listed_figures(sidecar: dict) -> list[Path]:
+    """The files of the sidecar's `figures` entry ({name: [paths]}); anything else in it is ignored."""
+    listed = sidecar.get("figures") if isinstance(sidecar, dict) else None
+    if not isinstance(listed, dict):
+        return []
+    lists = [paths for paths in listed.values() if isinstance(paths, list)]
+    return [Path(p) for paths in lists for p in paths if isinstance(p, str)]
+
+
+def _wait_or_kill(proc: subprocess.Popen, timeout: float | None, stop: StopRequest) -> str:
+    """Wait for papermill to end; on a stop request or at the timeout kill its process tree. The status."""
+    deadline = math.inf if timeout is None else time.monotonic() + timeout
+    while proc.poll() is None:
+        if stop.event.wait(min(STOP_POLL_S, max(0.0, deadline - time.monotonic()))):
+            _kill_process_tree(proc)
+            return STATUS_INTERRUPTED
+        if time.monotonic() >= deadline:
+            _kill_process_tree(proc)
+            return STATUS_TIMEOUT
+    return STATUS_PASSED if proc.returncode == 0 else STATUS_FAILED
+
+
+def _kill_process_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL papermill and every descendant, then wait until they are gone. Descendants are found by
+    parentage, and whole process groups are killed, so that the kernel (jupyter_client puts it in a session
+    of its own) dies and a child it forks at the last moment (in its group) dies with it."""
+    tree = _process_tree(proc.pid)
+    groups = {_process_group(p.pid) for p in tree} - {None, os.getpgrp()}  # never the batch's own group
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for p in tree:  # descendants that moved to a group of their own after the snapshot
+        try:
+            p.kill()  # psutil checks that the pid still names the same process
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    _wait_until_gone(tree, KILL_WAIT_S)
+
+
+def _process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _process_group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _wait_until_gone(procs: list[psutil.Process], timeout: float) -> None:
+    """Until every process has ended; a zombie counts as ended (it only waits for its parent to reap it,
+    and an orphan's new parent, pid 1 in a container, may never do so)."""
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in procs) and time.monotonic() < deadline:
+        time.sleep(GONE_POLL_S)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _error_line(status: str, timeout: float | None, stop: StopRequest, log_path: Path) -> str:
+    if status == STATUS_FAILED:
+        return _last_error_line(log_path)
+    if status == STATUS_TIMEOUT:
+        return f"timed out after {timeout:.0f} s"
+    if status == STATUS_INTERRUPTED:
+        return f"the batch was stopped by {stop.name()}"
+    return ""
 
 
 def _last_error_line(log_path: Path) -> str:
@@ -127,18 +271,41 @@ def reproduce(papers: list[str] | None = None, profile: str = "demo", dataset: s
           flush=True)
     if dataset in (None, "synthocc") and profile != "paper":
         _prepare_synthocc(profile)
+    stop = StopRequest()
 
-    def one(nb: Path) -> NotebookResult:
-        res = run_notebook(nb, profile, out_dir, params, timeout)
-        print(f"  {res.status:7s} {res.notebook:20s} {res.duration_s:8.1f} s  {res.error}", flush=True)
+    def one(nb: Path) -> NotebookResult | None:
+        if stop.is_set():  # stopped before this notebook's turn: it does not start
+            return None
+        res = run_notebook(nb, profile, out_dir, params, timeout, stop)
+        print(f"  {res.status:11s} {res.notebook:20s} {res.duration_s:8.1f} s  {res.error}", flush=True)
         return res
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(one, notebooks))
+    with _stop_on_signals(stop), ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = [r for r in pool.map(one, notebooks) if r is not None]
     table = summary_table(out_dir, profile)
     _write_summary(table, out_dir)
     print(table.to_markdown(index=False))
+    if stop.is_set():
+        skipped = len(notebooks) - len(results)
+        print(f"reidlib reproduce: stopped by {stop.name()}; {skipped} notebook(s) not started", flush=True)
+        return stop.exit_code()
     return 0 if all(r.status == STATUS_PASSED for r in results) else 1
+
+
+@contextmanager
+def _stop_on_signals(stop: StopRequest) -> Iterator[None]:
+    """While notebooks run, a stop signal only sets `stop` (the threads waiting for the notebooks kill them
+    and record them as interrupted) instead of raising somewhere in the main thread, which would leave the
+    notebooks running. Only the main thread may set signal handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _prepare_synthocc(size: str) -> None:
