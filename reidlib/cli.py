@@ -4,11 +4,62 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reidlib.data.formats import Adapter
+
+# The data set every notebook generates itself when no data root is given (ci and demo profiles).
+GENERATED_DATASET = "synthocc"
+
+
+def _check_data_args(dataset: str | None, data_root: str | None, profile: str) -> None:
+    """What a notebook would otherwise find out only after it started: an unknown --dataset, a real data set
+    without --data-root, or a --data-root that does not hold the data set."""
+    from reidlib.data.formats import DatasetLayoutError, locate
+
+    adapter = None if dataset is None else _known_dataset(dataset)
+    if data_root is None:
+        if profile == "paper" or dataset not in (None, GENERATED_DATASET):
+            raise ValueError(_data_root_missing(adapter))
+        return
+    root = Path(data_root).expanduser().absolute()
+    if not root.is_dir():
+        state = "is not a folder" if root.exists() else "does not exist"
+        raise ValueError(f"--data-root {data_root}: {root} {state}; pass the folder holding the data set "
+                         "(`reidlib datasets check DIR` says what it finds there)")
+    if adapter is not None and adapter.name != GENERATED_DATASET:  # SynthOcc folders vary by protocol
+        try:
+            locate(root, adapter)
+        except DatasetLayoutError as exc:  # the layouts expected there and what was found
+            raise DatasetLayoutError(f"--data-root {data_root}: {exc}") from None
+
+
+def _known_dataset(name: str) -> Adapter:
+    from reidlib.data.formats import DATASETS
+
+    try:
+        return DATASETS.get(name)
+    except ValueError as exc:  # "unknown data set 'x'; known: ..."
+        raise ValueError(f"--dataset: {exc}") from None
+
+
+def _data_root_missing(adapter: Adapter | None) -> str:
+    if adapter is None:  # the paper profile, each notebook with its own data set
+        return ("--profile paper trains on real data sets: pass --data-root DIR, the folder holding them "
+                "(`reidlib datasets list` shows the layouts each data set may have there)")
+    layouts = "".join(f"\n  - {layout.describe()}" for layout in adapter.layouts)
+    return (f"--dataset {adapter.name} is read from disk: pass --data-root DIR, the folder holding "
+            f"{adapter.title}, in one of these layouts:{layouts}\n"
+            f"`reidlib datasets check DIR {adapter.name}` checks it; only {GENERATED_DATASET} is generated "
+            "when --data-root is left out")
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from reidlib.runner import reproduce
 
+    _check_data_args(args.dataset, args.data_root, args.profile)
     return reproduce(
         papers=args.papers, profile=args.profile, dataset=args.dataset, data_root=args.data_root,
         jobs=args.jobs, timeout=args.timeout, out_dir=args.out_dir, retrain=args.retrain,
