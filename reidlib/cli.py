@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +14,20 @@ if TYPE_CHECKING:
 
 # The data set every notebook generates itself when no data root is given (ci and demo profiles).
 GENERATED_DATASET = "synthocc"
+
+
+def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse `type` that also refuses zero, negative and non-finite values (argparse then names the
+    flag: "argument --timeout: ...")."""
+
+    def parse(text: str) -> float:
+        value = convert(text)  # ValueError: argparse reports "invalid <type> value"
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number; give a value above 0")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse's "invalid int value" message uses the type's name
+    return parse
 
 
 def _check_data_args(dataset: str | None, data_root: str | None, profile: str) -> None:
@@ -134,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="demo", choices=["ci", "demo", "paper"])
     p.add_argument("--dataset", default=None, help="data set name (default: the notebook's own)")
     p.add_argument("--data-root", default=None, help="folder holding the real data set")
-    p.add_argument("--jobs", type=int, default=1, help="notebooks executed in parallel")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per notebook before it fails")
+    p.add_argument("--jobs", type=_positive(int), default=1, help="notebooks executed in parallel")
+    p.add_argument("--timeout", type=_positive(float), default=None,
+                   help="seconds per notebook before it fails")
     p.add_argument("--out-dir", default="runs", help="where executed notebooks and results go")
     p.add_argument("--retrain", action="store_true", help="ignore cached finished runs")
     p.set_defaults(func=_cmd_reproduce)

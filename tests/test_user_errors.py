@@ -54,3 +54,19 @@ def test_data_root_without_the_dataset_fails_up_front(no_notebooks, tmp_path, ca
                  capsys)
     assert f"--data-root {tmp_path}" in err and "bounding_box_train/" in err
     assert no_notebooks == []
+
+
+# ------------------------------------------------------------------------------ b. numeric flags
+@pytest.mark.parametrize(("flag", "value"), [("--timeout", "-5"), ("--timeout", "0"), ("--timeout", "nan"),
+                                             ("--jobs", "0"), ("--jobs", "-2")])
+def test_non_positive_timeout_and_jobs_are_rejected_by_the_parser(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.build_parser().parse_args(["reproduce", flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "positive" in err
+
+
+def test_positive_timeout_and_jobs_are_accepted():
+    args = cli.build_parser().parse_args(["reproduce", "--timeout", "2.5", "--jobs", "2"])
+    assert (args.timeout, args.jobs) == (2.5, 2)
