@@ -3,6 +3,9 @@ flag, file or folder at fault, and says what to do. Unit-level: no notebook is e
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from reidlib import cli, runner
@@ -70,3 +73,70 @@ def test_non_positive_timeout_and_jobs_are_rejected_by_the_parser(flag, value, c
 def test_positive_timeout_and_jobs_are_accepted():
     args = cli.build_parser().parse_args(["reproduce", "--timeout", "2.5", "--jobs", "2"])
     assert (args.timeout, args.jobs) == (2.5, 2)
+
+
+# ------------------------------------------------------------------------------ d. output paths, OSErrors
+def test_synth_out_on_an_existing_file_is_one_line(tmp_path, capsys):
+    target = tmp_path / "taken.txt"
+    target.write_text("not a folder")
+    err = _fails(["synth", "--out", str(target), "--size", "ci"], capsys)
+    assert str(target) in err and "folder" in err
+    assert target.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_reproduce_out_dir_on_a_file_fails_before_any_notebook(no_notebooks, tmp_path, capsys, below):
+    target = tmp_path / "taken.txt"
+    target.write_text("not a folder")
+    err = _fails(["reproduce", "--profile", "ci", "--out-dir", str(target / below)], capsys)
+    assert "--out-dir" in err and str(target) in err and "is a file" in err
+    assert no_notebooks == []
+
+
+def test_read_only_out_dir_fails_before_any_notebook(no_notebooks, tmp_path, capsys, monkeypatch):
+    # Simulated: the tests may run as root, for whom chmod does not make a folder read-only.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path and real_access(path, mode))
+    err = _fails(["reproduce", "--profile", "ci", "--out-dir", str(tmp_path / "runs")], capsys)
+    assert "--out-dir" in err and str(tmp_path) in err and "chmod" in err
+    assert no_notebooks == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_synth_out_is_one_line(tmp_path, capsys):
+    tmp_path.chmod(0o555)
+    try:
+        err = _fails(["synth", "--out", str(tmp_path / "s"), "--size", "ci"], capsys)
+    finally:
+        tmp_path.chmod(0o755)
+    assert "--out" in err and str(tmp_path) in err
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied", "/data/x"),
+                                   NotADirectoryError(20, "Not a directory", "/data/x"),
+                                   FileExistsError(17, "File exists", "/data/x"),
+                                   FileExistsError("/data/x is a file; give a folder for the SynthOcc set")])
+def test_any_oserror_of_a_command_is_one_line_naming_the_path(monkeypatch, capsys, error):
+    from reidlib.data import synthocc
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(synthocc, "generate", fail)
+    monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
+    err = _fails(["synth", "--out", "s", "--size", "ci"], capsys)
+    assert "/data/x" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv(cli.TRACEBACK_ENV, "1")  # tracebacks on demand
+    with pytest.raises(type(error)):
+        cli.main(["synth", "--out", "s", "--size", "ci"])
+
+
+def test_bugs_keep_their_traceback(monkeypatch):
+    from reidlib.data import synthocc
+
+    def fail(*args, **kwargs):
+        raise KeyError("a bug, not a user error")
+
+    monkeypatch.setattr(synthocc, "generate", fail)
+    with pytest.raises(KeyError):
+        cli.main(["synth", "--out", "s", "--size", "ci"])
