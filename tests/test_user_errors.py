@@ -140,3 +140,52 @@ def test_bugs_keep_their_traceback(monkeypatch):
     monkeypatch.setattr(synthocc, "generate", fail)
     with pytest.raises(KeyError):
         cli.main(["synth", "--out", "s", "--size", "ci"])
+
+
+# ------------------------------------------------------------------------------ c. unreadable data folders
+def _market(root: Path, where: str = "") -> Path:
+    """A Market-1501 folder (ROOT itself or ROOT/`where`) with one undecoded image per split: enough to be
+    listed."""
+    names = {"bounding_box_train": "0002_c1s1_000451_03.jpg", "query": "0002_c1s1_001451_00.jpg",
+             "bounding_box_test": "0002_c3s1_000451_01.jpg"}
+    for folder, name in names.items():
+        (root / where / folder).mkdir(parents=True)
+        (root / where / folder / name).write_bytes(b"")
+    return root
+
+
+def _check_reports_unreadable(root: Path, unreadable: Path, capsys) -> None:
+    err = _fails(["datasets", "check", str(root), "market1501"], capsys)
+    assert str(unreadable) in err and "Permission denied" in err
+    assert "no images" not in err and "not found" not in err
+
+
+# (data-set folder below ROOT, the folder that cannot be listed): the images' folder, or ROOT when the
+# data-set folder must be found in it by a case-insensitive listing
+UNREADABLE = [("", "query"), ("market-1501-v15.09.15", "")]
+
+
+@pytest.mark.parametrize(("where", "unreadable"), UNREADABLE)
+def test_datasets_check_reports_a_folder_it_cannot_list(tmp_path, capsys, monkeypatch, where, unreadable):
+    # Simulated: the tests may run as root, for whom chmod 000 does not block listing a folder.
+    root = _market(tmp_path / "market", where)
+    blocked = root / where / unreadable if unreadable else root
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == blocked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    _check_reports_unreadable(root, blocked, capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists folders whatever their mode")
+def test_datasets_check_reports_a_chmod_000_query_folder(tmp_path, capsys):
+    root = _market(tmp_path / "market")
+    (root / "query").chmod(0)
+    try:
+        _check_reports_unreadable(root, root / "query", capsys)
+    finally:
+        (root / "query").chmod(0o755)
