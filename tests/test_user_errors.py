@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reidlib import cli, runner
+from reidlib.config import ConfigError, RunConfig, check_range
 
 
 @pytest.fixture
@@ -189,3 +190,38 @@ def test_datasets_check_reports_a_chmod_000_query_folder(tmp_path, capsys):
         _check_reports_unreadable(root, root / "query", capsys)
     finally:
         (root / "query").chmod(0o755)
+
+
+# ------------------------------------------------------------------------------ e. config values
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_seed_outside_numpys_range_is_a_config_error(seed):
+    with pytest.raises(ConfigError, match=rf"^seed={seed} is out of range \[0, {2**32 - 1}\]"):
+        RunConfig.from_profile("bot", "ci", {"seed": seed})
+    assert RunConfig.from_profile("bot", "ci", {"seed": 2**32 - 1}).seed == 2**32 - 1
+
+
+NON_FINITE_KEYS = [("bot", "train", "lr"), ("bot", "train", "weight_decay"), ("bot", "train", "gamma"),
+                   ("bot", "model", "triplet_margin"), ("bot", "model", "label_smoothing"),
+                   ("qpm", "model", "margin"), ("bot", "data", "flip_p"), ("bot", "data", "color_jitter")]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize(("method", "section", "key"), NON_FINITE_KEYS)
+def test_nan_and_infinity_are_rejected_naming_the_key(method, section, key, value):
+    from reidlib import methods
+
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}=-?(nan|inf)"):
+        cfg = RunConfig.from_profile(method, "ci", {section: {key: value}})
+        methods.build_config(cfg.method, cfg.model)  # the model section is validated by its method
+
+
+def test_nan_from_yaml_is_rejected(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("method: bot\ntrain:\n  lr: .nan\n")
+    with pytest.raises(ConfigError, match=r"train\.lr=nan"):
+        RunConfig.from_yaml(path)
+
+
+def test_check_range_refuses_nan_which_every_comparison_lets_through():
+    with pytest.raises(ConfigError, match="x=nan"):
+        check_range("x", float("nan"), 0.0, 1.0)
