@@ -162,6 +162,17 @@ def check_range(where: str, value: float, low: float | None = None, high: float 
         raise ConfigError(f"{where}={value!r} is out of range {bounds}")
 
 
+def check_image_size(image_size: tuple[int, int], minimum: tuple[int, int], needs: str) -> None:
+    """Raise ConfigError naming data.height / data.width when `image_size` (height, width) is below `minimum`;
+    `needs` says who sets the minimum. Smaller images would run, on feature maps that are mostly padding."""
+    for key, size, low in zip(("data.height", "data.width"), image_size, minimum, strict=True):
+        try:
+            check_range(key, size, low)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}: {needs} needs images of at least {minimum[0]} x {minimum[1]} pixels "
+                              f"(height x width); raise {key} to {low} or more") from None
+
+
 def check_profile(profile: str) -> str:
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; use one of {list(PROFILES)}")
@@ -368,6 +379,7 @@ class RunConfig:
 __all__ = [
     "DataConfig", "TrainConfig", "RunConfig",
     "PROFILES", "SEED_RANGE", "ConfigError", "dataclass", "field", "deep_merge", "from_dict", "to_dict",
-    "replace", "config_hash", "check_finite", "check_range", "check_profile", "load_yaml", "save_yaml",
+    "replace", "config_hash", "check_finite", "check_range", "check_image_size",
+    "check_profile", "load_yaml", "save_yaml",
     "packaged_config", "profile_config", "preset_config",
 ]

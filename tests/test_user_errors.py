@@ -225,3 +225,31 @@ def test_nan_from_yaml_is_rejected(tmp_path):
 def test_check_range_refuses_nan_which_every_comparison_lets_through():
     with pytest.raises(ConfigError, match="x=nan"):
         check_range("x", float("nan"), 0.0, 1.0)
+
+
+# (method, the data key set too small, its value, its minimum): the ci backbones have stride 16 or 16 x 16
+# patches; PCB and QPM (6 stripes) need a feature-map row per stripe
+TOO_SMALL = [("bot", "height", 7, 16), ("bot", "width", 7, 16), ("pcb", "height", 64, 96),
+             ("qpm", "height", 80, 96), ("vit_baseline", "height", 7, 16), ("clip_baseline", "width", 8, 16)]
+
+
+@pytest.mark.parametrize(("method", "key", "value", "minimum"), TOO_SMALL)
+def test_images_too_small_for_the_backbone_fail_at_build_naming_the_key(method, key, value, minimum):
+    from reidlib import methods
+    from reidlib.methods.base import DataInfo
+
+    cfg = RunConfig.from_profile(method, "ci", {"data": {key: value}})
+    info = DataInfo(num_classes=4, image_size=(cfg.data.height, cfg.data.width))
+    with pytest.raises(ConfigError, match=rf"^data\.{key}={value} is out of range \[{minimum}, inf\]"):
+        methods.build(cfg.method, cfg.model, info)
+
+
+@pytest.mark.parametrize("method", ["bot", "pcb", "qpm", "vit_baseline", "clip_baseline"])
+def test_the_ci_image_sizes_are_large_enough(method):
+    from reidlib import methods
+    from reidlib.methods.base import DataInfo
+
+    cfg = RunConfig.from_profile(method, "ci")
+    model = methods.build(cfg.method, cfg.model, DataInfo(num_classes=4, image_size=(cfg.data.height,
+                                                                                       cfg.data.width)))
+    assert model.min_image_size() <= (cfg.data.height, cfg.data.width)

@@ -284,6 +284,22 @@ class ReIDMethod(nn.Module):
         """What the parts of `explain()["part_scores"]` are (None: the method has no part scores)."""
         return None
 
+    def feature_rows(self) -> int:
+        """Feature-map rows the method needs: one per stripe of a stripe layout, else one."""
+        layout = self.part_layout()
+        return layout.count if layout is not None and layout.kind == "stripes" else 1
+
+    def min_image_size(self) -> tuple[int, int]:
+        """The smallest (height, width) input the method is meant for: a feature-map cell of its `backbone`
+        (a CNN's stride, a ViT's patch) across and `feature_rows` down. `reidlib.methods.build` refuses
+        smaller images. No minimum for a method without a `backbone`."""
+        from reidlib.models import min_input_side
+
+        backbone = getattr(self, "backbone", None)
+        if backbone is None:
+            return (1, 1)
+        return min_input_side(backbone, self.feature_rows()), min_input_side(backbone)
+
     # --- training hooks
     def train_step(self, batch: Batch, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                    ctx: StepContext) -> dict[str, Tensor]:
