@@ -253,3 +253,72 @@ def test_the_ci_image_sizes_are_large_enough(method):
     model = methods.build(cfg.method, cfg.model, DataInfo(num_classes=4, image_size=(cfg.data.height,
                                                                                        cfg.data.width)))
     assert model.min_image_size() <= (cfg.data.height, cfg.data.width)
+
+
+# ------------------------------------------------------------------------------ f. damaged run folders
+def _finished_run(runs_dir: Path, key: str) -> Path:
+    """A finished run folder as the engine leaves it (config, weights, history, final metrics)."""
+    import torch
+
+    from reidlib import runs
+
+    folder = runs_dir / "cache" / "bot" / key
+    runs.atomic_write_yaml(folder / "config.yaml", RunConfig(method="bot", tag=f"run {key}"))
+    runs.atomic_torch_save({"method": "bot", "info": {"num_classes": 2}, "state_dict": {"w": torch.zeros(3)}},
+                           folder / "model.pt")
+    runs.atomic_write_jsonl(folder / "history.jsonl", [{"kind": "epoch", "epoch": 1}])
+    runs.atomic_write_json(folder / "metrics.json", {"finished": True, "mAP": 0.5})
+    return folder
+
+
+def _truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
+
+
+def _names_file_and_fix(exc: Exception, file: Path) -> None:
+    message = str(exc)
+    assert str(file) in message and "damaged" in message
+    assert f"delete the run folder {file.parent}" in message and "retrain" in message
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "history.jsonl"])
+def test_a_truncated_json_file_of_a_finished_run_names_the_file_and_the_fix(tmp_path, name):
+    from reidlib import runs
+    from reidlib.engine.loop import Run
+
+    folder = _finished_run(tmp_path, "k1")
+    _truncate(folder / name)
+    readers = [Run.load] + ([runs.run_status] if name == "metrics.json" else [])  # run_status: no history
+    for read in readers:
+        with pytest.raises(runs.DamagedFileError) as info:
+            read(folder)
+        _names_file_and_fix(info.value, folder / name)
+
+
+def test_a_truncated_model_pt_names_the_file_and_the_fix(tmp_path):
+    from reidlib import runs
+    from reidlib.engine.loop import Run
+
+    folder = _finished_run(tmp_path, "k1")
+    _truncate(folder / "model.pt")
+    with pytest.raises(runs.DamagedFileError) as info:
+        Run.load(folder).load_model()
+    _names_file_and_fix(info.value, folder / "model.pt")
+
+
+@pytest.mark.parametrize(("name", "damage"), [("metrics.json", b'{"finished": tr'),
+                                              ("config.yaml", b"method: [bot\n"),
+                                              ("config.yaml", b"just a string\n")])
+def test_summary_lists_a_damaged_run_and_goes_on(tmp_path, capsys, name, damage):
+    from reidlib import runs
+
+    _finished_run(tmp_path, "k1")
+    damaged = _finished_run(tmp_path, "k2")
+    (damaged / name).write_bytes(damage)
+    table = runs.list_runs(tmp_path).set_index("key")
+    assert table.loc["k1", "status"] == "finished" and table.loc["k1", "mAP"] == 0.5
+    assert table.loc["k2", "status"].startswith(f"damaged: {name}")
+    assert table.loc["k2", "path"] == str(damaged)
+    assert cli.main(["summary", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "run k1" in out and f"damaged: {name}" in out
