@@ -43,9 +43,9 @@ def _positive(convert: Callable[[str], float]) -> Callable[[str], float]:
 def _check_data_args(dataset: str | None, data_root: str | None, profile: str) -> None:
     """What a notebook would otherwise find out only after it started: an unknown --dataset, a real data set
     without --data-root, or a --data-root that does not hold the data set."""
-    from reidlib.data.formats import DatasetLayoutError, locate
+    from reidlib.data.formats import DATASETS, DatasetLayoutError, locate
 
-    adapter = None if dataset is None else _known_dataset(dataset)
+    adapter = None if dataset is None else DATASETS.get(dataset, where="--dataset")
     if data_root is None:
         if profile == "paper" or dataset not in (None, GENERATED_DATASET):
             raise ValueError(_data_root_missing(adapter))
@@ -60,15 +60,6 @@ def _check_data_args(dataset: str | None, data_root: str | None, profile: str) -
             locate(root, adapter)
         except DatasetLayoutError as exc:  # the layouts expected there and what was found
             raise DatasetLayoutError(f"--data-root {data_root}: {exc}") from None
-
-
-def _known_dataset(name: str) -> Adapter:
-    from reidlib.data.formats import DATASETS
-
-    try:
-        return DATASETS.get(name)
-    except ValueError as exc:  # "unknown data set 'x'; known: ..."
-        raise ValueError(f"--dataset: {exc}") from None
 
 
 def _data_root_missing(adapter: Adapter | None) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reidlib import cli, runner
-from reidlib.config import ConfigError, RunConfig, check_range
+from reidlib.config import ConfigError, DataConfig, RunConfig, check_range
 
 
 @pytest.fixture
@@ -58,6 +58,13 @@ def test_data_root_without_the_dataset_fails_up_front(no_notebooks, tmp_path, ca
                  capsys)
     assert f"--data-root {tmp_path}" in err and "bounding_box_train/" in err
     assert no_notebooks == []
+
+
+def test_a_notebook_with_an_unknown_dataset_is_told_so_not_that_data_root_is_unset():
+    from reidlib.data.loader import load_from_config
+
+    with pytest.raises(ConfigError, match=r"^data\.dataset: unknown data set 'nosuch'; known: .*market1501"):
+        load_from_config(DataConfig(dataset="nosuch"))
 
 
 # ------------------------------------------------------------------------------ b. numeric flags
