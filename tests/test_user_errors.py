@@ -251,15 +251,17 @@ def test_images_too_small_for_the_backbone_fail_at_build_naming_the_key(method, 
         methods.build(cfg.method, cfg.model, info)
 
 
-@pytest.mark.parametrize("method", ["bot", "pcb", "qpm", "vit_baseline", "clip_baseline"])
-def test_the_ci_image_sizes_are_large_enough(method):
+@pytest.mark.parametrize(("method", "minimum"), [("bot", (16, 16)), ("pcb", (96, 16)), ("qpm", (96, 16)),
+                                               ("vit_baseline", (16, 16)), ("clip_baseline", (16, 16))])
+def test_the_ci_image_sizes_meet_each_methods_minimum(method, minimum):
     from reidlib import methods
     from reidlib.methods.base import DataInfo
 
     cfg = RunConfig.from_profile(method, "ci")
-    model = methods.build(cfg.method, cfg.model, DataInfo(num_classes=4, image_size=(cfg.data.height,
-                                                                                       cfg.data.width)))
-    assert model.min_image_size() <= (cfg.data.height, cfg.data.width)
+    size = (cfg.data.height, cfg.data.width)
+    model = methods.build(cfg.method, cfg.model, DataInfo(num_classes=4, image_size=size))
+    assert model.min_image_size() == minimum
+    assert all(s >= m for s, m in zip(size, minimum, strict=True))
 
 
 # ------------------------------------------------------------------------------ f. damaged run folders
