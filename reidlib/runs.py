@@ -40,7 +40,6 @@ SYNTHOCC_META = "synthocc.json"
 # synthocc.json entries that describe where/when a set was written, not what it contains.
 _SYNTHOCC_VOLATILE = ("created", "created_at", "root", "out_dir", "path", "elapsed_s")
 MANIFEST_PACKAGES = ("torch", "torchvision", "timm", "numpy", "reidlib")
-REASON_CHARS = 240  # a library error quoted in a DamagedFileError (torch's can run to a page)
 
 
 class UnsafePathError(ValueError):
@@ -176,6 +175,9 @@ def load_torch_file(path: str | os.PathLike, fix: str | None = None, map_locatio
         raise
     except Exception as exc:  # truncated archive, foreign pickle: torch's messages name no file
         raise DamagedFileError(path, f"{type(exc).__name__}: {_one_line(exc)}", fix) from exc
+
+
+REASON_CHARS = 240  # a library error quoted in a DamagedFileError (torch's can run to a page)
 
 
 def _one_line(exc: Exception) -> str:
@@ -371,9 +373,9 @@ def list_runs(runs_dir: str | os.PathLike = "runs") -> Any:
 
 
 __all__ = [
-    "KEY_VERSION", "DamagedFileError", "UnsafePathError", "safe_path", "rerun_fix", "read_run_config",
-    "load_torch_file", "atomic_write_bytes", "atomic_write_text",
+    "KEY_VERSION", "UnsafePathError", "safe_path", "atomic_write_bytes", "atomic_write_text",
     "atomic_write_json", "atomic_write_yaml", "atomic_write_jsonl", "atomic_torch_save", "read_json",
     "read_jsonl", "run_lock", "data_identity", "key_payload", "run_key", "run_dir", "package_versions",
     "manifest", "run_status", "list_runs",
+    "DamagedFileError", "rerun_fix", "read_run_config", "load_torch_file",
 ]
