@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 PROFILES = ("ci", "demo", "paper")
+# The seeds NumPy accepts (np.random.seed; SeedSequence refuses negative ones), checked before they reach it.
+SEED_RANGE = (0, 2**32 - 1)
 
 C = TypeVar("C")
 
@@ -92,6 +95,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        check_finite(where, value)  # every float key, also those without a range check
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -142,11 +146,31 @@ def config_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
+def check_finite(where: str, value: float) -> None:
+    """Raise ConfigError for NaN and infinity: no config value means either, and NaN passes every range
+    comparison."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}={value!r} is not a finite number; give a number (NaN and infinity are "
+                          "not allowed)")
+
+
 def check_range(where: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    """Raise ConfigError unless low <= value <= high (either bound may be None)."""
+    """Raise ConfigError unless low <= value <= high (either bound may be None) and value is finite."""
+    check_finite(where, value)
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise ConfigError(f"{where}={value!r} is out of range {bounds}")
+
+
+def check_image_size(image_size: tuple[int, int], minimum: tuple[int, int], needs: str) -> None:
+    """Raise ConfigError naming data.height / data.width when `image_size` (height, width) is below `minimum`;
+    `needs` says who sets the minimum. Smaller images would run, on feature maps that are mostly padding."""
+    for key, size, low in zip(("data.height", "data.width"), image_size, minimum, strict=True):
+        try:
+            check_range(key, size, low)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}: {needs} needs images of at least {minimum[0]} x {minimum[1]} pixels "
+                              f"(height x width); raise {key} to {low} or more") from None
 
 
 def check_profile(profile: str) -> str:
@@ -333,6 +357,9 @@ class RunConfig:
     # instead ("qpm_ide"), which Workbook.train trains first on the same data and then fills in.
     init_from: str | None = None
 
+    def validate(self) -> None:
+        check_range("seed", self.seed, *SEED_RANGE)
+
     @classmethod
     def from_profile(cls, method: str, profile: str, overrides: dict | None = None) -> RunConfig:
         """`reidlib/configs/<method>.yaml` for a profile; its sections hold RunConfig keys (model, data,
@@ -351,7 +378,8 @@ class RunConfig:
 
 __all__ = [
     "DataConfig", "TrainConfig", "RunConfig",
-    "PROFILES", "ConfigError", "dataclass", "field", "deep_merge", "from_dict", "to_dict", "replace",
-    "config_hash", "check_range", "check_profile", "load_yaml", "save_yaml", "packaged_config",
-    "profile_config", "preset_config",
+    "PROFILES", "SEED_RANGE", "ConfigError", "dataclass", "field", "deep_merge", "from_dict", "to_dict",
+    "replace", "config_hash", "check_finite", "check_range", "check_image_size",
+    "check_profile", "load_yaml", "save_yaml",
+    "packaged_config", "profile_config", "preset_config",
 ]

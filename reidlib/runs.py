@@ -61,6 +61,21 @@ class UnsafePathError(ValueError):
     """A path built from user input would land outside the folder it must stay in."""
 
 
+class DamagedFileError(ValueError):
+    """A file reidlib wrote cannot be read back (truncated, corrupt or edited by hand); the message names the
+    file and what to do (`fix`, by default: delete it)."""
+
+    def __init__(self, file: str | os.PathLike, reason: str, fix: str | None = None):
+        self.file, self.reason = Path(file), reason
+        super().__init__(f"{file} is damaged ({reason}); {fix or 'delete it, and reidlib writes it again'}")
+
+
+def rerun_fix(folder: str | os.PathLike) -> str:
+    """What to do about a damaged file of run folder `folder`: train the run again."""
+    return (f"delete the run folder {folder} and run again, or rerun with retrain (train(..., retrain=True), "
+            "the notebook parameter retrain = True, `reidlib reproduce --retrain`)")
+
+
 # ----------------------------------------------------------------------------------------- paths
 def safe_path(base: str | os.PathLike, *parts: str | os.PathLike) -> Path:
     """`base / parts...`, refusing any result outside `base` (`..` climbing out, absolute parts).
@@ -153,19 +168,64 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
-def read_json(path: str | os.PathLike) -> dict | None:
-    """The JSON object in `path`, or None when the file does not exist."""
+def _parse_json(text: str, path: str | os.PathLike, fix: str | None) -> Any:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(text)
+    except json.JSONDecodeError as exc:  # its message names no file
+        raise DamagedFileError(path, f"not valid JSON: {exc}", fix) from None
+
+
+def read_json(path: str | os.PathLike, fix: str | None = None) -> dict | None:
+    """The JSON object in `path`, or None when the file does not exist; DamagedFileError (with `fix`) when it
+    does not parse."""
+    try:
+        text = Path(path).read_text()
     except FileNotFoundError:
         return None
+    return _parse_json(text, path, fix)
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def read_jsonl(path: str | os.PathLike, fix: str | None = None) -> list[dict]:
+    """One JSON object per line of `path` ([] when the file does not exist); DamagedFileError as read_json."""
     try:
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
         return []
+    return [_parse_json(line, path, fix) for line in lines if line.strip()]
+
+
+def read_run_config(folder: str | os.PathLike) -> dict:
+    """The config.yaml of run folder `folder` as a dict; DamagedFileError when it is not a YAML mapping."""
+    file, fix = Path(folder) / "config.yaml", rerun_fix(folder)
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise DamagedFileError(file, f"not valid YAML: {_one_line(exc)}", fix) from None
+    if not isinstance(data, dict):
+        raise DamagedFileError(file, f"a run config is a mapping, not a {type(data).__name__}", fix)
+    return data
+
+
+def load_torch_file(path: str | os.PathLike, fix: str | None = None, map_location: Any = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)` (files may come from strangers); a file that does not load
+    raises DamagedFileError naming it, with `fix`."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated archive, foreign pickle: torch's messages name no file
+        raise DamagedFileError(path, f"{type(exc).__name__}: {_one_line(exc)}", fix) from exc
+
+
+REASON_CHARS = 240  # a library error quoted in a DamagedFileError (torch's can run to a page)
+
+
+def _one_line(exc: Exception) -> str:
+    """A library's (often multi-line) error message as one line for a reason in parentheses."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= REASON_CHARS else text[:REASON_CHARS] + "..."
 
 
 def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -367,9 +427,10 @@ def manifest(seed: int | None = None, device: str | None = None, **extra: Any) -
 
 # ------------------------------------------------------------------------------------ run table
 def run_status(folder: str | os.PathLike) -> str:
-    """finished (metrics.json says so), interrupted (a checkpoint, no final metrics) or started."""
+    """finished (metrics.json says so), interrupted (a checkpoint, no final metrics) or started;
+    DamagedFileError when metrics.json does not parse."""
     folder = Path(folder)
-    metrics = read_json(folder / "metrics.json")
+    metrics = read_json(folder / "metrics.json", rerun_fix(folder))
     if metrics and metrics.get("finished"):
         return "finished"
     if (folder / "last.pt").is_file():
@@ -377,30 +438,38 @@ def run_status(folder: str | os.PathLike) -> str:
     return "started"
 
 
+def _run_row(folder: Path) -> dict:
+    cfg = read_run_config(folder)
+    metrics = read_json(folder / "metrics.json", rerun_fix(folder)) or {}
+    return {
+        "method": cfg.get("method", folder.parent.name),
+        "key": folder.name,
+        "tag": cfg.get("tag", ""),
+        "status": run_status(folder),
+        "dataset": (cfg.get("data") or {}).get("dataset"),
+        "epochs": (cfg.get("train") or {}).get("epochs"),
+        "seed": cfg.get("seed"),
+        **{k: v for k, v in metrics.items() if k != "finished" and not isinstance(v, dict | list)},
+        "path": str(folder),
+    }
+
+
 def list_runs(runs_dir: str | os.PathLike = "runs") -> Any:
     """A pandas DataFrame with one row per run folder under `<runs_dir>/cache`: method, key, tag,
-    status, dataset, epochs, seed, every final metric and the folder path."""
+    status, dataset, epochs, seed, every final metric and the folder path. A folder with a damaged file
+    gets the status "damaged: <file> (<reason>)"."""
     import pandas as pd
 
     rows = []
     cache = Path(runs_dir) / "cache"
     for folder in sorted(cache.glob("*/*/")) if cache.is_dir() else []:
-        config_file = folder / "config.yaml"
-        if not config_file.is_file():
+        if not (folder / "config.yaml").is_file():
             continue
-        cfg = yaml.safe_load(config_file.read_text()) or {}
-        metrics = read_json(folder / "metrics.json") or {}
-        rows.append({
-            "method": cfg.get("method", folder.parent.name),
-            "key": folder.name,
-            "tag": cfg.get("tag", ""),
-            "status": run_status(folder),
-            "dataset": (cfg.get("data") or {}).get("dataset"),
-            "epochs": (cfg.get("train") or {}).get("epochs"),
-            "seed": cfg.get("seed"),
-            **{k: v for k, v in metrics.items() if k != "finished" and not isinstance(v, dict | list)},
-            "path": str(folder),
-        })
+        try:
+            rows.append(_run_row(folder))
+        except DamagedFileError as exc:  # one damaged run must not hide the others
+            rows.append({"method": folder.parent.name, "key": folder.name,
+                         "status": f"damaged: {exc.file.name} ({exc.reason})", "path": str(folder)})
     columns = ["method", "key", "tag", "status", "dataset", "epochs", "seed"]
     return pd.DataFrame(rows, columns=None if rows else columns + ["path"])
 
@@ -410,4 +479,5 @@ __all__ = [
     "atomic_write_json", "atomic_write_yaml", "atomic_write_jsonl", "atomic_torch_save", "read_json",
     "read_jsonl", "remove_temporaries", "RunFolderLock", "run_lock", "data_identity", "key_payload",
     "run_key", "run_dir", "package_versions", "manifest", "run_status", "list_runs",
+    "DamagedFileError", "rerun_fix", "read_run_config", "load_torch_file",
 ]

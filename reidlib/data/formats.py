@@ -139,11 +139,19 @@ def _as_root(root: str | os.PathLike) -> Path:
 
 
 def _entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of `folder` by name; none when it is missing or not a folder. A folder that cannot be
+    listed raises PermissionError naming it: what it holds is unknown, not absent."""
     try:
         with os.scandir(folder) as it:
             return sorted(it, key=lambda e: e.name)
+    except PermissionError:
+        raise
     except OSError:
         return []
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 def _find(base: Path, rel: str) -> Path | None:
@@ -247,7 +255,8 @@ def _image_files(folder: Path, recursive: bool = False) -> list[str]:
     Plain strings, not Path objects: Market-1501 and MSMT17 hold tens of thousands of files.
     """
     files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    # onerror: os.walk skips folders it cannot list, which would read as "no images" instead of the cause
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
         files += [os.path.join(dirpath, f) for f in filenames if not f.startswith(".") and is_image_file(f)]
     if not files:

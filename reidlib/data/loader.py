@@ -145,8 +145,9 @@ def load_from_config(cfg: DataConfig, mask_splits: Sequence[str] = ("train",)) -
     MissingMasksError names the first missing path). Training is where the methods use masks;
     pass ("train", "query", "gallery") when test-time masks are needed too.
     """
-    from reidlib.data import load_dataset
+    from reidlib.data import DATASETS, load_dataset
 
+    DATASETS.get(cfg.dataset, where="data.dataset")  # an unknown name first: data.root is not the problem
     if cfg.root is None:
         if cfg.dataset != "synthocc":
             raise ConfigError(f"data.root is not set: data set {cfg.dataset!r} is read from disk; set "

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from reidlib import methods, runs
-from reidlib.config import ConfigError, RunConfig, to_dict
+from reidlib.config import ConfigError, RunConfig, from_dict, to_dict
 from reidlib.engine import distributed
 from reidlib.engine.distributed import DistContext
 from reidlib.engine.inference import evaluate_model, extract
@@ -79,9 +79,10 @@ class Run:
         if not (path / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a run folder (no {CONFIG_FILE}); runs live in "
                                     "<runs_dir>/cache/<method>/<key>/")
-        return cls(path=path, key=path.name, config=RunConfig.from_yaml(path / CONFIG_FILE),
-                   metrics=runs.read_json(path / METRICS_FILE) or {},
-                   history=runs.read_jsonl(path / HISTORY_FILE), reused=reused)
+        fix = runs.rerun_fix(path)
+        return cls(path=path, key=path.name, config=from_dict(RunConfig, runs.read_run_config(path)),
+                   metrics=runs.read_json(path / METRICS_FILE, fix) or {},
+                   history=runs.read_jsonl(path / HISTORY_FILE, fix), reused=reused)
 
     def history_frame(self, kind: str | None = None):
         """The history as a pandas DataFrame (loss terms flattened), optionally one kind only:
@@ -99,7 +100,7 @@ class Run:
         if not file.is_file():
             raise FileNotFoundError(f"{file} is missing: the run is {self.status}; call "
                                     "reidlib.engine.train with the same config to finish it")
-        blob = torch.load(file, map_location="cpu", weights_only=True)
+        blob = runs.load_torch_file(file, runs.rerun_fix(self.path))
         model = methods.build(self.config.method, self.config.model, saved_info(blob))
         model.load_state_dict(blob["state_dict"])
         dev = distributed.resolve_device(device, distributed.env_context())
@@ -291,7 +292,7 @@ class _Trainer:
         self.custom_step = type(self.model).train_step is not ReIDMethod.train_step
 
     def _load_stage(self, file: Path) -> None:
-        blob = torch.load(file, map_location=self.dev, weights_only=True)
+        blob = runs.load_torch_file(file, runs.rerun_fix(file.parent), map_location=self.dev)
         taken = self.model.load_stage(blob["state_dict"])
         self.progress.message(f"initialised {len(taken)} tensors from the earlier stage {self.cfg.init_from}")
 
@@ -394,7 +395,7 @@ class _Trainer:
             return
         runs.atomic_write_yaml(self.path / CONFIG_FILE, self.cfg)
         session = runs.manifest(seed=self.cfg.seed, device=str(self.dev), world_size=self.ctx.world_size)
-        old = runs.read_json(self.path / MANIFEST_FILE) if self.resumed else None
+        old = runs.read_json(self.path / MANIFEST_FILE, runs.rerun_fix(self.path)) if self.resumed else None
         if old is None:
             info = {**session, "method": self.cfg.method, "key": self.key, "resumes": []}
         else:

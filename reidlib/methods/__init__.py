@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from reidlib.config import from_dict
+from reidlib.config import check_image_size, from_dict
 from reidlib.methods.base import Batch, DataInfo, Embedding, ReIDMethod
 from reidlib.registry import Registry
 
@@ -57,8 +57,19 @@ def build_config(name: str, cfg: Any = None) -> Any:
 
 
 def build(name: str, cfg: Any, info: DataInfo) -> ReIDMethod:
-    """Instantiate method `name` from its config (dataclass or dict of its fields), sized by `info`."""
-    return get(name)(build_config(name, cfg), info)
+    """Instantiate method `name` from its config (dataclass or dict of its fields), sized by `info`; images
+    smaller than the method's `min_image_size` raise ConfigError naming data.height / data.width."""
+    model = get(name)(build_config(name, cfg), info)
+    check_image_size(info.image_size, model.min_image_size(), _size_needs(name, model))
+    return model
+
+
+def _size_needs(name: str, model: ReIDMethod) -> str:
+    """Who sets the method's minimum image size, for the error message."""
+    backbone = getattr(model.cfg, "backbone", None)
+    rows = model.feature_rows()
+    return (f"method {name!r}" + (f" with backbone {backbone!r}" if backbone else "")
+            + (f" and {rows} stripes, one feature-map row each," if rows > 1 else ""))
 
 
 __all__ = ["METHODS", "Batch", "DataInfo", "Embedding", "ReIDMethod", "build", "build_config", "get", "names"]

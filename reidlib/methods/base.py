@@ -253,6 +253,7 @@ class ReIDMethod(nn.Module):
     needs_masks: ClassVar[bool] = False  # training batches must carry parsing labels (data.masks)
     test_masks: ClassVar[bool] = False   # test batches too (embed / explain read them)
     ablations: ClassVar[dict[str, Ablation]] = {}
+    backbone_attribute: ClassVar[str] = "backbone"  # the module whose stride or patch `min_image_size` reads
 
     def __init__(self, cfg: Any, info: DataInfo):
         super().__init__()
@@ -283,6 +284,22 @@ class ReIDMethod(nn.Module):
     def part_layout(self) -> PartLayout | None:
         """What the parts of `explain()["part_scores"]` are (None: the method has no part scores)."""
         return None
+
+    def feature_rows(self) -> int:
+        """Feature-map rows the method needs: one per stripe of a stripe layout, else one."""
+        layout = self.part_layout()
+        return layout.count if layout is not None and layout.kind == "stripes" else 1
+
+    def min_image_size(self) -> tuple[int, int]:
+        """The smallest (height, width) input the method is meant for: a feature-map cell of its backbone
+        (a CNN's stride, a ViT's patch) across and `feature_rows` down. `reidlib.methods.build` refuses
+        smaller images. No minimum for a method without a `backbone_attribute` module."""
+        from reidlib.models import min_input_side
+
+        backbone = getattr(self, self.backbone_attribute, None)
+        if backbone is None:
+            return (1, 1)
+        return min_input_side(backbone, self.feature_rows()), min_input_side(backbone)
 
     # --- training hooks
     def train_step(self, batch: Batch, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,

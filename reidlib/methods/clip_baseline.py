@@ -55,6 +55,7 @@ class CLIPBaseline(GlobalBaseline):
     triplet, triplet_proj (and triplet_penultimate)."""
 
     config_class = CLIPBaselineConfig
+    backbone_attribute = "clip"
 
     def __init__(self, cfg: CLIPBaselineConfig, info: DataInfo):
         cameras = info.num_cameras if cfg.sie_camera else 0

@@ -58,6 +58,7 @@ class ViTBaseline(GlobalBaseline):
     """ViT (+SIE) -> class token -> BNNeck -> ID classifier; losses: id, triplet."""
 
     config_class = ViTBaselineConfig
+    backbone_attribute = "vit"
 
     def __init__(self, cfg: ViTBaselineConfig, info: DataInfo):
         cameras = info.num_cameras if cfg.sie_camera else 0

@@ -68,6 +68,15 @@ def build_backbone(
     return factory(pretrained=pretrained, sha256=sha256, **kwargs)
 
 
+def min_input_side(backbone: nn.Module, cells: int = 1) -> int:
+    """The smallest image side giving `cells` feature-map cells (or patch tokens) along it: a CNN's output
+    stride per cell; for a ViT or CLIP, one patch plus one patch stride per further cell."""
+    patch = getattr(backbone, "patch_size", None)
+    if patch is None:
+        return getattr(backbone, "stride", 1) * cells  # a backbone that states no stride: no minimum
+    return patch + getattr(backbone, "patch_stride", patch) * (cells - 1)
+
+
 def backbone_kind(model: nn.Module) -> str:
     """'cnn', 'vit' or 'clip': how a method should read the backbone's output."""
     if isinstance(model, vit.ReIDViT):
@@ -84,4 +93,5 @@ __all__ = [
     "backbone_kind",
     "build_backbone",
     "default_weights_dir",
+    "min_input_side",
 ]

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidlib.config import check_image_size
 from reidlib.models.sie import camera_embedding
 from reidlib.models.stem import build_stem, check_stem
 from reidlib.models.weights import LoadReport, PretrainedSpec, load_pretrained
@@ -33,8 +34,7 @@ def patch_grid(img_size: tuple[int, int], patch_size: int, stride: int) -> tuple
     h, w = img_size
     if not 0 < stride <= patch_size:
         raise ValueError(f"patch stride must be in [1, {patch_size}] (TransReID uses 12 or 16); got {stride}")
-    if h < patch_size or w < patch_size:
-        raise ValueError(f"image size {img_size} is smaller than the patch size {patch_size}")
+    check_image_size(img_size, (patch_size, patch_size), f"a ViT with {patch_size} x {patch_size} patches")
     return (h - patch_size) // stride + 1, (w - patch_size) // stride + 1
 
 
