@@ -323,13 +323,29 @@ def summary_table(out_dir: str | Path = "runs", profile: str | None = None) -> p
     """One row per executed notebook (status, duration, headline metrics) rebuilt from OUT_DIR."""
     rows = []
     for path in sorted(Path(out_dir).glob("notebooks/*/*.status.json")):
-        rec = json.loads(path.read_text())
+        rec = _read_status(path)
         if profile and rec["profile"] != profile:
             continue
         metrics = _read_metrics(Path(out_dir), rec["profile"], rec["notebook"])  # re-read: may be newer
         rows.append({"notebook": rec["notebook"], "profile": rec["profile"], "status": rec["status"],
                      "duration_s": rec["duration_s"], **_headline(metrics), "error": rec.get("error", "")})
     return pd.DataFrame(rows)
+
+
+def _read_status(path: Path) -> dict:
+    """A notebook's status record; a damaged one (a kill mid-write before writes were atomic, a hand edit)
+    becomes a row saying so, so that one bad file does not hide the other notebooks' rows."""
+    from reidlib.runs import DamagedFileError, read_json
+
+    notebook, profile = path.name.removesuffix(".status.json"), path.parent.name
+    try:
+        rec = read_json(path, fix="run the notebook again")
+        if not isinstance(rec, dict) or not {"notebook", "profile", "status", "duration_s"} <= set(rec):
+            raise DamagedFileError(path, "not a notebook status record", "run the notebook again")
+    except DamagedFileError as exc:
+        return {"notebook": notebook, "profile": profile, "status": f"damaged: {path.name}",
+                "duration_s": None, "error": str(exc)}
+    return rec
 
 
 def _headline(metrics: dict) -> dict:

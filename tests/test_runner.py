@@ -71,3 +71,16 @@ def test_bad_arguments_are_clear(project):
         runner.reproduce(profile="huge", root=project)
     with pytest.raises(ValueError, match="--jobs must be at least 1"):
         runner.reproduce(jobs=0, root=project)
+
+
+def test_a_damaged_status_file_is_a_row_saying_so_not_a_failed_summary(tmp_path):
+    folder = tmp_path / "notebooks" / "ci"
+    folder.mkdir(parents=True)
+    good = {"notebook": "01_good", "profile": "ci", "status": "passed", "duration_s": 1.0}
+    (folder / "01_good.status.json").write_text(json.dumps(good))
+    (folder / "02_bad.status.json").write_text('{"notebook": "02_b')       # a write cut short
+    table = runner.summary_table(tmp_path).set_index("notebook")
+    assert table.loc["01_good", "status"] == "passed"
+    assert table.loc["02_bad", "status"] == "damaged: 02_bad.status.json"
+    assert "02_bad.status.json" in table.loc["02_bad", "error"] and "run the notebook again" in table.loc[
+        "02_bad", "error"]
