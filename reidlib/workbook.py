@@ -24,7 +24,7 @@ from reidlib import methods
 from reidlib.config import RunConfig, check_profile, deep_merge, from_dict, profile_config, replace
 from reidlib.engine.inference import device_of
 from reidlib.paths import project_root, results_dir
-from reidlib.runs import atomic_write_json, plain_name, read_json, safe_path
+from reidlib.runs import atomic_write_json, plain_name, safe_path
 
 # What the "scaling" table shows: the settings that change between the paper and the ci/demo twins.
 SCALING_FIELDS = {
@@ -74,6 +74,9 @@ class Workbook:
         self.out_dir = out if out.is_absolute() else project_root() / out
         self.results = results_dir(self.out_dir, profile, paper)
         self.results.mkdir(parents=True, exist_ok=True)
+        # this session's metrics.json: it starts empty, so that headline numbers, tables and figures an
+        # earlier (perhaps partial, interactive) run registered never pass for this run's
+        self._side: dict[str, Any] = {"paper": self.paper, "profile": self.profile}
         # ci is the test profile: its figures stay under out_dir instead of replacing the demo's in figures/
         self.figures_root = self.out_dir if profile == "ci" else project_root()
         self.stages: dict[str, Any] = {}      # training stages trained so far (loss curves)
@@ -336,16 +339,11 @@ class Workbook:
 
     def headline(self, **metrics: float) -> None:
         """Numbers `reidlib summary` shows for this notebook (fractions stay fractions)."""
-        side = self._sidecar()
+        side = self._side
         side["headline"] = {**side.get("headline", {}), **{k: float(v) for k, v in metrics.items()}}
         atomic_write_json(self.results / "metrics.json", side)
 
-    def _sidecar(self) -> dict:
-        side = read_json(self.results / "metrics.json") or {}
-        side.update(paper=self.paper, profile=self.profile)
-        return side
-
     def _register(self, kind: str, name: str, paths: list[str]) -> None:
-        side = self._sidecar()
+        side = self._side
         side.setdefault(kind, {})[name] = paths
         atomic_write_json(self.results / "metrics.json", side)

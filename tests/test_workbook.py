@@ -54,3 +54,17 @@ def test_plain_names_write_where_the_readme_says(tmp_path):
     assert files_under(tmp_path / "runs") == [
         "figures/unit/fig1.pdf", "figures/unit/fig1.png", "results/ci/unit/metrics.json",
         "results/ci/unit/table1.csv", "results/ci/unit/table1.md", "results/ci/unit/table1.tex"]
+
+
+def test_a_new_session_does_not_inherit_an_earlier_runs_headline_or_tables(tmp_path):
+    """metrics.json describes the notebook session that wrote it: an interactive rerun that stops early
+    must not show the earlier run's numbers, tables or figures as its own."""
+    import json
+
+    earlier = Workbook("unit", profile="ci", out_dir=str(tmp_path / "runs"))
+    earlier.table(pd.DataFrame({"a": [1]}), "table1")
+    earlier.headline(mAP=0.5)
+    now = Workbook("unit", profile="ci", out_dir=str(tmp_path / "runs"))
+    now.headline(rank1=0.25)
+    side = json.loads((tmp_path / "runs" / "results" / "ci" / "unit" / "metrics.json").read_text())
+    assert side == {"paper": "unit", "profile": "ci", "headline": {"rank1": 0.25}}
