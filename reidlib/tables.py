@@ -223,7 +223,8 @@ def separation(table: pd.DataFrame, metric: str = "mAP") -> pd.DataFrame:
     compared with the row above it (both with a reported and a reproduced value): the paper's difference
     in `metric` on its first data set, ours on our data set, and a verdict against the table's seed-spread
     row (`Workbook.ablation_table(..., spread_row=...)`): "as in the paper" or "reversed" when our
-    difference is larger than the spread, "within seed spread" (not shown by our runs) otherwise."""
+    difference is larger than the spread ("the paper shows none" when its difference is 0), "within seed
+    spread" (not shown by our runs) otherwise."""
     methods = list(dict.fromkeys(table.index.get_level_values("method")))
     spread_rows = [m for m in methods if m.startswith(SPREAD_PREFIX)]
     if not spread_rows:
@@ -241,7 +242,7 @@ def separation(table: pd.DataFrame, metric: str = "mAP") -> pd.DataFrame:
     for above, row in zip(both[:-1], both[1:], strict=True):
         theirs = float(paper.loc[row, paper_data] - paper.loc[above, paper_data])
         ours = float(ours_by_data.loc[row, ours_data] - ours_by_data.loc[above, ours_data])
-        verdict = ("within seed spread" if abs(ours) <= spread
+        verdict = ("within seed spread" if abs(ours) <= spread else "the paper shows none" if theirs == 0
                    else "as in the paper" if ours * theirs > 0 else "reversed")
         rows[f"{above} -> {row}"] = [theirs, ours, spread, verdict]
     out = pd.DataFrame.from_dict(rows, orient="index", columns=columns)

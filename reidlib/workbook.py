@@ -142,7 +142,7 @@ class Workbook:
         the method's `ablations` names (plus `extra` rows), trained under one protocol, and the seed
         spread of `spread_row`. Training rows follow `run_ablations` (`run_sweeps` for sweep=True);
         rows that only re-score a trained run are always shown."""
-        from reidlib import reported
+        from reidlib import reported, tables
 
         table = methods.get(self.config(name).method).ablations
         enabled = self.run_sweeps if sweep else self.run_ablations
@@ -150,7 +150,7 @@ class Workbook:
         ours = {row: self.row_metrics(name, row, data) for row in rows
                 if enabled or (table[row].test and table[row].base is not None)}
         if spread_row is not None and enabled:
-            label = f"seed spread of {spread_row} (max - min, seeds {self.seed}-{self.seed + 1})"
+            label = f"{tables.SPREAD_PREFIX} of {spread_row} (max - min, seeds {self.seed}-{self.seed + 1})"
             ours[label] = self.seed_spread(self.row_config(name, spread_row, data), seeds=(self.seed + 1,))
         return self.compare(table_id, ours, self.config(name, {"data": data or {}}).data.dataset)
 

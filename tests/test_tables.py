@@ -157,6 +157,12 @@ def test_separation_reads_each_ablation_step_against_the_seed_spread():
     assert sep["paper (Occluded-Duke)"].tolist() == pytest.approx([2.2, 9.7, -15.0])
     assert sep["ours (SynthOcc)"].tolist() == pytest.approx([1.0, 9.0, 5.0])
     assert sep["verdict"].tolist() == ["within seed spread", "as in the paper", "reversed"]
+    # a step the paper reports as no change at all has a verdict of its own
+    table6 = reported.table("qpm", "Table VI").copy()
+    table6.loc["SI global"] = table6.loc["GAP global"]
+    ours = {"GAP global": {"mAP": 0.30}, "SI global": {"mAP": 0.40}, "seed spread": {"mAP": 0.01}}
+    sep = tables.separation(tables.compare(tables.metrics_table(ours, "synthocc", ["mAP"]), table6))
+    assert sep.loc["GAP global -> SI global", "verdict"] == "the paper shows none"
     with pytest.raises(TableError, match="spread_row"):
         alone = tables.metrics_table({"Baseline": {"mAP": 0.1}}, "synthocc", ["mAP"])
         tables.separation(tables.compare(alone, reported.table("qpm", "Table V")))
