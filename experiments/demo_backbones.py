@@ -1,6 +1,6 @@
 """How the demo profile's ImageNet backbones and schedules were chosen: re-measures the numbers quoted in the
 demo sections of reidlib/configs/{bot,pcb,qpm,qpm_ide,vit_baseline,clip_baseline}.yaml (SynthOcc demo, one
-run each, seed 0; runs cached under --out-dir, so a second call only prints).
+run each, seed 0 unless the line says otherwise; runs cached under --out-dir, so a second call only prints).
 
     python experiments/demo_backbones.py [--sections bot pcb vit clip qpm] [--out-dir /tmp/demo_backbones]
 
@@ -90,57 +90,54 @@ def report(section: str, label: str, run) -> None:
           f"{m['wall_time_s'] + m['eval_time_s']:5.0f} s", flush=True)
 
 
+def ide_trunk(wb: Workbook, label: str, *overrides: dict):
+    """An IDE stage (qpm_ide.yaml) from MobileNetV2's ImageNet weights, reported."""
+    run = wb.train(wb.config("qpm_ide", merge(MOBILENET, *overrides), tag="IDE"))
+    report("qpm", f"IDE trunk from ImageNet, {label}", run)
+    return run
+
+
+def qpm_row(wb: Workbook, name: str, trunk, steps: int | None, seed: int = 0, *overrides: dict):
+    """QPM's row `name` fine-tuned for `steps` steps (None: one epoch) from the IDE run `trunk` (None:
+    straight from ImageNet)."""
+    init = None if trunk is None else f"{trunk.config.method}/{trunk.key}"
+    row = {"model": ABLATIONS[name].model, "seed": seed, "init_from": init}
+    fine_tuning = schedule(1, 3.5e-4, [], warmup=0, max_iters_per_epoch=steps)
+    return wb.train(wb.config("qpm", merge(MOBILENET, fine_tuning, row, *overrides), tag=name))
+
+
 def qpm_section(wb: Workbook) -> None:
     """The IDE trunk from ImageNet, then each row's fine-tuning for a fixed number of steps."""
     for label, train in (("adam 1e-3", {}), ("sgd 0.01 (the paper's)", {"optimizer": "sgd", "lr": 0.01}),
                          ("adam 3.5e-4", {"lr": 3.5e-4})):
-        ide = wb.train(wb.config("qpm_ide", merge(MOBILENET, schedule(3, 1e-3, [2]), {"train": train}),
-                                 tag="IDE"))
-        report("qpm", f"IDE trunk from ImageNet, 3 ep, {label}", ide)
-    trunk = f"{ide.config.method}/{ide.key}"  # the last one
-    for steps in (20, 40):
-        row_schedule = schedule(1, 3.5e-4, [], warmup=0, max_iters_per_epoch=steps)
-        for seed in (0, 1):
-            for name in QPM_ROWS if seed == 0 else ("QPM",):
-                overrides = merge(MOBILENET, row_schedule,
-                                  {"model": ABLATIONS[name].model, "seed": seed, "init_from": trunk})
-                run = wb.train(wb.config("qpm", overrides, tag=name))
-                report("qpm", f"{name}, {steps} steps, seed {seed}", run)
-    short = wb.train(wb.config("qpm_ide", merge(MOBILENET, schedule(2, 3.5e-4, [1], warmup=0)), tag="IDE"))
-    report("qpm", "IDE trunk from ImageNet, 2 ep without warm-up, adam 3.5e-4", short)
-    for seed, name in ((0, "QPM"), (1, "QPM"), (0, "Baseline")):
-        overrides = merge(MOBILENET, schedule(1, 3.5e-4, [], warmup=0, max_iters_per_epoch=20),
-                          {"model": ABLATIONS[name].model, "seed": seed,
-                           "init_from": f"{short.config.method}/{short.key}"})
-        run = wb.train(wb.config("qpm", overrides, tag=name))
-        report("qpm", f"{name}, 20 steps from the 2-epoch trunk, seed {seed}", run)
-    capped = wb.train(wb.config("qpm_ide", merge(MOBILENET, schedule(3, 3.5e-4, [2], max_iters_per_epoch=40)),
-                                tag="IDE"))
-    report("qpm", "IDE trunk from ImageNet, 3 ep of 40 steps, adam 3.5e-4", capped)
-    for seed, name in ((0, "QPM"), (1, "QPM"), (0, "Baseline"), (0, "AGFE global")):
-        overrides = merge(MOBILENET, schedule(1, 3.5e-4, [], warmup=0, max_iters_per_epoch=16),
-                          {"model": ABLATIONS[name].model, "seed": seed,
-                           "init_from": f"{capped.config.method}/{capped.key}"})
-        run = wb.train(wb.config("qpm", overrides, tag=name))
-        report("qpm", f"{name}, 16 steps from the capped trunk, seed {seed}", run)
-    for name in ("QPM", "Baseline"):
-        overrides = merge(MOBILENET, schedule(1, 3.5e-4, [], warmup=0, max_iters_per_epoch=40),
-                          {"model": ABLATIONS[name].model, "init_from": None})
-        run = wb.train(wb.config("qpm", overrides, tag=name))
-        report("qpm", f"{name}, 40 steps from ImageNet (no IDE)", run)
+        chosen = ide_trunk(wb, f"3 ep, {label}", schedule(3, 1e-3, [2]), {"train": train})  # the last one
+    short = schedule(2, 3.5e-4, [1], warmup=0)
+    capped = schedule(3, 3.5e-4, [2], max_iters_per_epoch=40)
+    every_row = [(0, name) for name in QPM_ROWS] + [(1, "QPM")]
+    # (rows, trunk: an IDE run or None for ImageNet, steps, label)
+    for rows, trunk, steps, label in (
+        (every_row, chosen, 20, "from the trunk"),
+        (every_row, chosen, 40, "from the trunk"),
+        ([(0, "QPM"), (1, "QPM"), (0, "Baseline")], ide_trunk(wb, "2 ep without warm-up, adam 3.5e-4", short),
+         20, "from the 2-epoch trunk"),
+        ([(0, "QPM"), (1, "QPM"), (0, "Baseline"), (0, "AGFE global")],
+         ide_trunk(wb, "3 ep of 40 steps, adam 3.5e-4", capped), 16, "from the capped trunk"),
+        ([(0, "QPM"), (0, "Baseline")], None, 40, "from ImageNet (no IDE)"),
+    ):
+        for seed, name in rows:
+            run = qpm_row(wb, name, trunk, steps, seed)
+            report("qpm", f"{name}, {steps} steps {label}, seed {seed}", run)
 
 
 def transfer_section(wb: Workbook) -> None:
     """Table III: QPM trained on the holistic protocol, Rank-1 on the Partial-REID-like one; through a
     holistic IDE trunk as in Sec. IV-A, or straight from ImageNet."""
     holistic = {"data": {"protocol": "holistic"}}
-    ide = wb.train(wb.config("qpm_ide", merge(MOBILENET, holistic, schedule(3, 3.5e-4, [2])), tag="IDE"))
-    routes = {"3-epoch holistic IDE, then 20 steps": (f"{ide.config.method}/{ide.key}", 20),
+    ide = ide_trunk(wb, "3 ep, adam 3.5e-4, holistic", holistic, schedule(3, 3.5e-4, [2]))
+    routes = {"3-epoch holistic IDE, then 20 steps": (ide, 20),
               "from ImageNet, 20 steps": (None, 20), "from ImageNet, 1 epoch": (None, None)}
     for label, (trunk, steps) in routes.items():
-        overrides = merge(MOBILENET, holistic, schedule(1, 3.5e-4, [], warmup=0, max_iters_per_epoch=steps),
-                          {"init_from": trunk})
-        run = wb.train(wb.config("qpm", overrides, tag="QPM (transfer)"))
+        run = qpm_row(wb, "QPM", trunk, steps, 0, holistic)
         partial = wb.evaluate(run, {"protocol": "partial_reid"})
         print(f"qpm  | Table III transfer, {label:<38} | Rank-1 {100 * partial['rank1']:5.1f} | "
               f"Rank-3 {100 * partial['rank3']:5.1f} | {run.metrics['wall_time_s']:5.0f} s", flush=True)
