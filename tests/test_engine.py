@@ -162,14 +162,20 @@ def test_interrupted_run_resumes_to_the_same_numbers(baseline, dataset, tmp_path
     assert len(runs.read_json(path / "manifest.json")["resumes"]) == 1
 
 
-def test_a_resumed_run_removes_the_temporary_file_a_kill_mid_checkpoint_left(dataset, tmp_path):
-    def stop_after_first_epoch(epoch, record):
+def interrupted_after_first_epoch(cfg, tmp_path, dataset):
+    """Train `cfg` until its first epoch's checkpoint is written, then stop: the interrupted run's folder."""
+    def stop(epoch, record):
         raise Interrupt
 
-    cfg = tiny_config(epochs=2)
     with pytest.raises(Interrupt):
-        train(cfg, tmp_path, dataset=dataset, progress="off", callbacks=[stop_after_first_epoch])
+        train(cfg, tmp_path, dataset=dataset, progress="off", callbacks=[stop])
     (path,) = (tmp_path / "cache" / "tiny").iterdir()
+    return path
+
+
+def test_a_resumed_run_removes_the_temporary_file_a_kill_mid_checkpoint_left(dataset, tmp_path):
+    cfg = tiny_config(epochs=2)
+    path = interrupted_after_first_epoch(cfg, tmp_path, dataset)
     kill_mid_write(path / "last.pt")
     assert list(path.glob(".last.pt.*.tmp"))
     assert train(cfg, tmp_path, dataset=dataset, progress="off").finished
@@ -238,13 +244,8 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(dataset, 
 
 
 def test_a_resume_that_fails_keeps_the_interrupted_run(dataset, tmp_path, monkeypatch):
-    def stop_after_first_epoch(epoch, record):
-        raise Interrupt
-
     cfg = tiny_config(epochs=2)
-    with pytest.raises(Interrupt):
-        train(cfg, tmp_path, dataset=dataset, progress="off", callbacks=[stop_after_first_epoch])
-    (path,) = (tmp_path / "cache" / "tiny").iterdir()
+    path = interrupted_after_first_epoch(cfg, tmp_path, dataset)
     with monkeypatch.context() as patch:
         patch.setattr(TinyMethod, "distance", lambda self, q, g: 1 / 0)  # the pre-flight fails on resume
         with pytest.raises(RuntimeError, match="pre-flight"):
