@@ -19,6 +19,7 @@ METHODS: Registry[type[ReIDMethod]] = Registry("method")
 # One module per method; extend when a paper lands.
 _MODULES: list[str] = [
     "qpm",
+    "bpbreid",
     "bot",
     "pcb",
     "vit_baseline",
