@@ -365,14 +365,14 @@ class BPBreID(ReIDMethod):
         kwargs = {} if cfg.last_stride is None else {"last_stride": cfg.last_stride}
         self.backbone = build_backbone(cfg.backbone, pretrained=cfg.pretrained, **kwargs)
         channels = self.backbone.out_channels
-        self.pixel_classifier = PixelToPartClassifier(channels, k)
+        self.pixel_classifier = self._build_pixel_classifier(channels, k)
         dim = channels if cfg.dim_reduce is None else cfg.dim_reduce
         self.dim = dim
         if cfg.dim_reduce is None:
             self.reduce = None
         else:  # code: one reduction per embedding type, the parts sharing theirs
-            self.reduce = nn.ModuleDict({name: EmbeddingReduction(channels, dim)
-                                         for name in ("global", "foreground", "parts")})
+            self.reduce = nn.ModuleDict({name: EmbeddingReduction(width, dim)
+                                         for name, width in self._pooled_channels(channels).items()})
         m = info.num_classes
         self.heads = nn.ModuleDict({"global": GlobalHead(dim, m), "foreground": GlobalHead(dim, m),
                                     "concat": GlobalHead(k * dim, m)})
@@ -381,26 +381,45 @@ class BPBreID(ReIDMethod):
     def part_layout(self) -> PartLayout:
         return PartLayout("grouping", self.num_parts, self.grouping)
 
+    # --- the pieces a subclass may replace (PAB-ReID: its predictor, fixed stripes, its feature fuser)
+    def _build_pixel_classifier(self, channels: int, num_parts: int) -> nn.Module | None:
+        """The module giving the K+1 pixel logits from F [N, C, h, w] (None: the maps are not learned)."""
+        return PixelToPartClassifier(channels, num_parts)
+
+    def _pooled_channels(self, channels: int) -> dict[str, int]:
+        """Width of each pooled embedding before its reduction (all C: pooled from F itself)."""
+        return {"global": channels, "foreground": channels, "parts": channels}
+
+    def _part_attention(self, fmap: Tensor) -> tuple[Tensor | None, Tensor]:
+        """(pixel logits [N, K+1, h, w] or None, the attention maps [N, K+1, h, w], background first)."""
+        pixel_logits = self.pixel_classifier(fmap)                      # [N, K+1, h, w]
+        return pixel_logits, part_probabilities(pixel_logits)
+
+    def _pool(self, fmap: Tensor, part_maps: Tensor, foreground: Tensor) -> tuple[dict[str, Tensor],
+                                                                               dict[str, Tensor]]:
+        """(global / foreground / parts embeddings before reduction, extra outputs for `explain`)."""
+        return pool_embeddings(fmap, part_maps, foreground, self.cfg.foreground_pooling), {}
+
     # --- shared feature computation
     def _features(self, images: Tensor) -> dict[str, Tensor]:
         """Everything one forward pass gives, in training and test alike (BN layers follow the mode)."""
         cfg = self.cfg
         fmap = self.backbone(images)                                    # F [N, C, h, w]
-        pixel_logits = self.pixel_classifier(fmap)                      # [N, K+1, h, w]
-        probabilities = part_probabilities(pixel_logits)                # [N, K+1, h, w]
+        pixel_logits, probabilities = self._part_attention(fmap)        # [N, K+1, h, w] each
         part_maps = probabilities[:, 1:]                                # [N, K, h, w]
         foreground = foreground_attention(part_maps, cfg.foreground_map)  # [N, h, w]
         visibility = visibility_scores(probabilities.detach(), cfg.visibility, cfg.visibility_threshold)
-        pooled = pool_embeddings(fmap, part_maps, foreground, cfg.foreground_pooling)
+        pooled, extra = self._pool(fmap, part_maps, foreground)
         if self.reduce is not None:
             pooled = {name: self.reduce[name](x) for name, x in pooled.items()}
-        out = {"feature_map": fmap, "pixel_logits": pixel_logits, "part_maps": part_maps,
-               "foreground_map": foreground,
+        out = {"feature_map": fmap, **extra, "part_maps": part_maps, "foreground_map": foreground,
                "part_visibility": visibility[:, 1:],                    # [N, K]
                # code: foreground_visibility = max over the K+1 scores (always 1 for binary scores)
                "foreground_visibility": visibility.amax(dim=1),         # [N]
                **pooled,                                                # global, foreground, parts
                "concat": pooled["parts"].flatten(1)}                    # [N, K*D]
+        if pixel_logits is not None:
+            out["pixel_logits"] = pixel_logits
         for name, head in self.heads.items():
             out[f"bn_{name}"], out[f"logits_{name}"] = head(out[name])  # [N, D], [N, M]
         if self.part_heads is not None:
