@@ -78,7 +78,7 @@ def test_profile_sections_pull_in_their_preset(monkeypatch):
 
 
 def test_packaged_profiles_share_the_synthocc_presets():
-    for name in ("bot", "pcb", "qpm", "qpm_ide", "vit_baseline", "clip_baseline", "bpbreid"):
+    for name in ("bot", "pcb", "qpm", "qpm_ide", "vit_baseline", "clip_baseline", "bpbreid", "pab"):
         for profile, size in (("ci", "ci"), ("demo", "demo")):
             data = profile_config(name, profile)["data"]
             assert (data["dataset"], data["synth_size"]) == ("synthocc", size), (name, profile)

@@ -20,6 +20,7 @@ METHODS: Registry[type[ReIDMethod]] = Registry("method")
 _MODULES: list[str] = [
     "qpm",
     "bpbreid",
+    "pab",
     "bot",
     "pcb",
     "vit_baseline",
