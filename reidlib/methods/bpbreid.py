@@ -439,8 +439,8 @@ class BPBreID(ReIDMethod):
         terms = gilt_loss(outputs, pids, cfg)
         if cfg.pixel_weight > 0:
             if batch.masks is None:
-                raise ValueError("BPBreID's body part attention loss needs parsing labels: batch.masks is "
-                                 "None (set data.masks to 'parsing' or 'pifpaf')")
+                raise ValueError(f"{type(self).__name__}'s body part attention loss needs parsing labels: "
+                                 "batch.masks is None (set data.masks to 'parsing' or 'pifpaf')")
             terms["pixel"] = cfg.pixel_weight * body_part_attention_loss(
                 outputs["pixel_logits"], batch.masks, cfg.pixel_label_smoothing, cfg.target_resize)
         return terms

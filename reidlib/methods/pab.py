@@ -63,7 +63,7 @@ from torch import Tensor, nn
 
 from reidlib.config import ConfigError, check_range
 from reidlib.methods import METHODS
-from reidlib.methods.base import Ablation, DataInfo, PartLayout
+from reidlib.methods.base import Ablation, Batch, DataInfo, PartLayout
 from reidlib.methods.bpbreid import (
     EMBEDDINGS,
     POOL_EPS,
@@ -342,7 +342,7 @@ class PAB(BPBreID):
 
     # --- figures
     @torch.no_grad()
-    def explain(self, batch) -> dict[str, Tensor]:
+    def explain(self, batch: Batch) -> dict[str, Tensor]:
         """part_maps: the X part attention maps [N, X, h, w]; part_scores: their visibility (Eq. 5) [N, X];
         attention: the foreground map F_f [N, h, w]; activation: the channel L2 norm of the fused
         foreground features Q_f (of B without the fuser); activation_before: that of B."""
