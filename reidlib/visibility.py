@@ -7,6 +7,7 @@ image (PCB, QPM) or parsing-label groups (BPBreID's five / eight parts, RGANet's
 
     df = score_vs_visibility(model, dataset, data_cfg)  # per (query, part): score, visibility, occluder
     score_auc(df)                                       # ROC AUC of the score for "part visible"
+    part_map_iou(model, dataset, data_cfg)              # part maps vs the labelled parts (IoU)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from torch import Tensor
 
 from reidlib.engine.inference import device_of
 from reidlib.methods.base import Batch, PartLayout
@@ -54,40 +56,101 @@ def query_metadata(dataset) -> pd.DataFrame:
     return synthocc.read_metadata(synthocc.protocol_root(dataset.root)).set_index("filename")
 
 
-@torch.no_grad()
-def score_vs_visibility(model, dataset, data_cfg, twin: str = "holistic") -> pd.DataFrame:
-    """One row per (query image, part): the method's `part_scores`, the part's true visible fraction and
-    the occluder kind. `dataset` must be a SynthOcc protocol with occluders (e.g. occluded_duke)."""
+def _explained_queries(model, dataset, data_cfg, keys: tuple[str, ...], twin: str = "holistic"):
+    """For each query of a SynthOcc protocol with occluders: its record, the model's `explain` outputs
+    named in `keys` (CPU float tensors without the batch axis) and the parsing label maps [H, W] of the
+    query and of its occluder-free twin."""
+    from reidlib.data import synthocc
     from reidlib.data.loader import build_test_loader
 
+    model.eval()
+    device = device_of(model)
+    outputs: dict[str, list] = {key: [] for key in keys}
+    with torch.no_grad():
+        loader = build_test_loader(dataset.query, data_cfg, root=dataset.root, with_masks=model.test_masks)
+        for item in loader:
+            out = model.explain(Batch.from_loader(item, data_cfg).to(device))
+            for key in keys:
+                if key not in out:
+                    raise ValueError(f"{type(model).__name__}.explain() gives no {key}")
+                outputs[key].append(out[key].float().cpu())
+    outputs = {key: torch.cat(parts) for key, parts in outputs.items()}
+    protocol_dir = Path(synthocc.protocol_root(dataset.root))
+    set_root, protocol = protocol_dir.parent, protocol_dir.name
+    for i, rec in enumerate(dataset.query):
+        label = Path("masks") / "parsing" / "query" / f"{Path(rec.path).stem}.png"
+        maps = [np.asarray(Image.open(set_root / p / label)) for p in (protocol, twin)]
+        yield rec, {key: value[i] for key, value in outputs.items()}, maps
+
+
+def _layout_of(model) -> PartLayout:
     layout = model.part_layout()
     if layout is None:
         raise ValueError(f"{type(model).__name__} has no per-part scores (part_layout() is None)")
-    model.eval()
-    device = device_of(model)
-    scores = []
-    for item in build_test_loader(dataset.query, data_cfg, root=dataset.root, with_masks=model.test_masks):
-        out = model.explain(Batch.from_loader(item, data_cfg).to(device))
-        if "part_scores" not in out:
-            raise ValueError(f"{type(model).__name__}.explain() gives no part_scores")
-        scores.append(out["part_scores"].float().cpu())
-    scores = torch.cat(scores).numpy()                                   # [Q, K]
-    from reidlib.data import synthocc
+    return layout
 
-    protocol_dir = Path(synthocc.protocol_root(dataset.root))
-    set_root, protocol = protocol_dir.parent, protocol_dir.name
+
+def score_vs_visibility(model, dataset, data_cfg, twin: str = "holistic") -> pd.DataFrame:
+    """One row per (query image, part): the method's `part_scores`, the part's true visible fraction and
+    the occluder kind. `dataset` must be a SynthOcc protocol with occluders (e.g. occluded_duke)."""
+    layout = _layout_of(model)
     meta = query_metadata(dataset)
     names = _part_names(layout)
     rows = []
-    for rec, score in zip(dataset.query, scores, strict=True):
+    for rec, out, maps in _explained_queries(model, dataset, data_cfg, ("part_scores",), twin):
         name = Path(rec.path).name
-        label = Path("masks") / "parsing" / "query" / f"{Path(name).stem}.png"
-        maps = [np.asarray(Image.open(set_root / p / label)) for p in (protocol, twin)]
         vis = part_visibility(*maps, layout)
         kind = occluder_kind(meta.loc[name, "occluder"])
-        rows += [{"image": name, "part": names[j], "score": float(score[j]), "visibility": float(vis[j]),
-                  "occluder": kind} for j in range(layout.count) if not np.isnan(vis[j])]
+        rows += [{"image": name, "part": names[j], "score": float(out["part_scores"][j]),
+                  "visibility": float(vis[j]), "occluder": kind}
+                 for j in range(layout.count) if not np.isnan(vis[j])]
     return pd.DataFrame(rows)
+
+
+def part_map_iou(model, dataset, data_cfg) -> pd.DataFrame:
+    """How well a parsing-supervised method's part maps find the parts, at the maps' own resolution (what
+    the pixel loss supervises): one row per (query image, part) that the query's labels show or the maps
+    claim, with the IoU of the part's cells in the maps (where it beats the other parts and the background,
+    1 - sum of the part maps) with its cells in the labels (each part's visible labelled pixels averaged
+    over the cell, then the arg-max), and the IoU a fixed template reaches (each cell given the part most
+    often labelled there over all queries: what a model ignoring the image could do). SynthOcc only; the
+    layout must be parsing-label groups."""
+    from reidlib.data.masks import get_grouping
+
+    layout = _layout_of(model)
+    if layout.kind != "grouping":
+        raise ValueError(f"{type(model).__name__}'s parts are {layout.kind}, not parsing-label groups: "
+                         "its maps have no labelled parts to overlap")
+    groups = get_grouping(layout.grouping, "parsing").parsing
+    meta = query_metadata(dataset)
+    predicted, truth, kinds, images = [], [], [], []
+    for rec, out, (occluded, _) in _explained_queries(model, dataset, data_cfg, ("part_maps",)):
+        maps = out["part_maps"]                                                     # [K, h, w]
+        background = (1.0 - maps.sum(0, keepdim=True)).clamp(min=0.0)
+        predicted.append(torch.cat([background, maps]).argmax(0))                   # [h, w], 0 = background
+        one_hot = torch.stack([torch.from_numpy(~np.isin(occluded, sum(groups, ())))]
+                              + [torch.from_numpy(np.isin(occluded, labels)) for labels in groups]).float()
+        cells = torch.nn.functional.interpolate(one_hot[None], size=maps.shape[1:], mode="area")[0]
+        truth.append(cells.argmax(0))                                               # [h, w]
+        kinds.append(occluder_kind(meta.loc[Path(rec.path).name, "occluder"]))
+        images.append(Path(rec.path).name)
+    truth_stack = torch.stack(truth)                                                # [Q, h, w]
+    template = torch.stack([(truth_stack == k).sum(0) for k in range(layout.count + 1)]).argmax(0)
+    names = _part_names(layout)
+    rows = []
+    for image, kind, pred, target in zip(images, kinds, predicted, truth, strict=True):
+        for k in range(1, layout.count + 1):
+            true_k, pred_k, tmpl_k = target == k, pred == k, template == k
+            if not (true_k.any() or pred_k.any()):
+                continue
+            rows.append({"image": image, "part": names[k - 1], "occluder": kind,
+                         "iou": _iou(true_k, pred_k), "template iou": _iou(true_k, tmpl_k)})
+    return pd.DataFrame(rows)
+
+
+def _iou(a: Tensor, b: Tensor) -> float:
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else float("nan")
 
 
 def _part_names(layout: PartLayout) -> list[str]:
@@ -100,7 +163,8 @@ def _part_names(layout: PartLayout) -> list[str]:
 
 def score_auc(df: pd.DataFrame, visible_at: float = VISIBLE_AT) -> pd.DataFrame:
     """ROC AUC of the part score for "part visible" (visibility >= visible_at), per occluder kind and over
-    all occluded images; 0.5 is chance."""
+    all occluded images (0.5 is chance), and the accuracy of "score >= 0.5" as that decision (for binary
+    visibility scores, e.g. BPBreID's, the share of parts called right)."""
     from sklearn.metrics import roc_auc_score
 
     occluded = df[df.occluder != "none"]
@@ -109,6 +173,7 @@ def score_auc(df: pd.DataFrame, visible_at: float = VISIBLE_AT) -> pd.DataFrame:
         visible = part.visibility >= visible_at
         auc = roc_auc_score(visible, part.score) if visible.nunique() == 2 else np.nan
         out[name] = {"parts": len(part), "occluded parts": int((~visible).sum()), "ROC AUC": auc,
+                     "accuracy (score >= 0.5)": ((part.score >= 0.5) == visible).mean(),
                      "mean score (visible)": part.score[visible].mean(),
                      "mean score (occluded)": part.score[~visible].mean()}
     return pd.DataFrame(out).T
@@ -128,5 +193,5 @@ def example_queries(dataset, per_kind: int = 3) -> tuple[list, list[str]]:
     return picks, captions
 
 
-__all__ = ["VISIBLE_AT", "example_queries", "occluder_kind", "part_visibility", "query_metadata", "score_auc",
-           "score_vs_visibility"]
+__all__ = ["VISIBLE_AT", "example_queries", "occluder_kind", "part_map_iou", "part_visibility",
+           "query_metadata", "score_auc", "score_vs_visibility"]
