@@ -117,15 +117,17 @@ def _reported_metrics(raw: Any, where: str) -> dict[str, float]:
 
 
 def metrics_table(
-    results: Mapping[str, Any], dataset: str, metrics: Sequence[str] | None = None
+    results: Mapping[str, Any], dataset: str, metrics: Sequence[str] | None = None, label: str | None = None
 ) -> pd.DataFrame:
     """Engine results -> a table laid out like the reported ones.
 
     results: {row name: {metric: fraction}} (keys like rank1 / mAP / mINP, or a `cmc` curve) or
     {row name: evaluation result}; cost keys of `reidlib.cost.cost_row` are mapped too.
     metrics: the columns to keep, in order (e.g. the reported table's metrics); default: all found.
+    label: the column group's name (default: the data set's display name), e.g. for another protocol
+    of the same data set.
     """
-    name = dataset_name(dataset)
+    name = label or dataset_name(dataset)
     rows = {method: _reported_metrics(raw, f"results[{method!r}]") for method, raw in results.items()}
     if metrics is None:
         order = [m for m in METRICS if any(m in row for row in rows.values())]

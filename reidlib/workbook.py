@@ -154,13 +154,19 @@ class Workbook:
             ours[label] = self.seed_spread(self.row_config(name, spread_row, data), seeds=(self.seed + 1,))
         return self.compare(table_id, ours, self.config(name, {"data": data or {}}).data.dataset)
 
-    def compare(self, table_id: str, metrics: dict[str, dict], dataset: str) -> pd.DataFrame:
-        """Our rows {name: metrics (fractions)} on `dataset` beside the paper's table `table_id`."""
+    def compare(self, table_id: str, metrics: dict[str, dict], dataset: str,
+                more: dict[str, dict[str, dict]] | None = None) -> pd.DataFrame:
+        """Our rows {name: metrics (fractions)} on `dataset` beside the paper's table `table_id`; `more`
+        adds column groups {label: {name: metrics}} (e.g. the same runs on SynthOcc's other protocols;
+        with `metrics` empty, only those)."""
         from reidlib import reported, tables
 
         reported_table = reported.table(self.paper, table_id)
         names = list(dict.fromkeys(reported_table.columns.get_level_values("metric")))
-        return tables.compare(tables.metrics_table(metrics, dataset, names), reported_table)
+        groups = [tables.metrics_table(m, dataset, names, label=label) for label, m in (more or {}).items()]
+        if metrics or not groups:
+            groups.insert(0, tables.metrics_table(metrics, dataset, names))
+        return tables.compare(pd.concat(groups, axis=1) if len(groups) > 1 else groups[0], reported_table)
 
     def seed_spread(self, cfg: RunConfig, seeds=(1,)) -> dict[str, float]:
         """max - min of each ranking metric over `cfg` trained with its own seed and with each of `seeds`:
@@ -294,6 +300,13 @@ class Workbook:
         from reidlib.visibility import score_vs_visibility
 
         return score_vs_visibility(run.load_model(self.device), self.data(run.config), run.config.data)
+
+    def part_map_iou(self, run) -> pd.DataFrame:
+        """Per (query, part): IoU of the run's part maps with the labelled parts, and a fixed template's
+        (reidlib.visibility; SynthOcc only)."""
+        from reidlib.visibility import part_map_iou
+
+        return part_map_iou(run.load_model(self.device), self.data(run.config), run.config.data)
 
     def loss_curves(self, runs: dict):
         """Total training loss per epoch of several runs (from their history.jsonl)."""

@@ -68,3 +68,15 @@ def test_a_new_session_does_not_inherit_an_earlier_runs_headline_or_tables(tmp_p
     now.headline(rank1=0.25)
     side = json.loads((tmp_path / "runs" / "results" / "ci" / "unit" / "metrics.json").read_text())
     assert side == {"paper": "unit", "profile": "ci", "headline": {"rank1": 0.25}}
+
+
+def test_compare_adds_a_column_group_per_protocol(tmp_path):
+    wb = Workbook("pab_reid", profile="ci", out_dir=str(tmp_path / "runs"))
+    twin = {"SynthOcc (occluded_reid)": {"Ours": {"rank1": 0.3, "mAP": 0.2}}}
+    df = wb.compare("Table I", {"Ours": {"rank1": 0.5, "mAP": 0.4}}, "synthocc", more=twin)
+    ours = df.loc[("Ours", "reproduced")]
+    assert ours[("SynthOcc", "Rank-1")] == 50.0 and ours[("SynthOcc (occluded_reid)", "mAP")] == 20.0
+    assert ours[("Occluded-Duke", "Rank-1")] != ours[("Occluded-Duke", "Rank-1")]  # NaN: not run there
+    only_twin = wb.compare("Table I", {}, "synthocc", more=twin)
+    assert "SynthOcc" not in only_twin.columns.get_level_values("dataset")
+    assert only_twin.loc[("Ours", "reproduced"), ("SynthOcc (occluded_reid)", "Rank-1")] == 30.0
