@@ -113,6 +113,41 @@ def part_scores_grid(images: torch.Tensor | Batch, scores: torch.Tensor,
     return fig
 
 
+def part_maps_grid(images: torch.Tensor | Batch, maps: torch.Tensor, names: Sequence[str],
+                   scores: torch.Tensor | None = None, captions: Sequence[str] | None = None,
+                   score_name: str = "visibility", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                   cmap: str = "magma", score_cmap: str = "RdYlGn"):
+    """Rows = images; columns = the image, then each part's map [N, K, h, w] over it on an absolute 0-1
+    scale (attention probabilities, not rescaled per image), framed and labelled by its score [N, K]
+    (e.g. visibility: green = visible, red = not) when given."""
+    pics = to_display(images, mean, std)
+    n, h, w = pics.shape[:3]
+    k = maps.shape[1]
+    heat = upsample(maps, (h, w))                                               # [N, K, H, W]
+    colours = plt.get_cmap(score_cmap)
+    fig, axes = plt.subplots(n, k + 1, figsize=(1.1 * (k + 1), 2.3 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(pics[i])
+        axes[i, 0].set_title(captions[i] if captions else "image", fontsize=7)
+        for p in range(k):
+            ax = axes[i, p + 1]
+            ax.imshow(pics[i])
+            ax.imshow(heat[i, p], cmap=cmap, alpha=0.6, vmin=0.0, vmax=1.0)
+            title = names[p] if i == 0 else ""
+            if scores is not None:
+                s = float(scores[i, p])
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(colours(s))
+                    spine.set_linewidth(2.5)
+                ax.set_xlabel(f"{score_name} {s:.2f}", fontsize=6, labelpad=1)
+            ax.set_title(title, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i, 0].axis("off")
+    fig.tight_layout()
+    return fig
+
+
 def ranking_grid(query: np.ndarray | torch.Tensor, gallery: Sequence, matches: Sequence[Sequence[bool]],
                  row_labels: Sequence[str] | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Ranking lists: each row a query then its top-k gallery images, framed green (match) / red (not)."""

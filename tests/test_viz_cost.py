@@ -78,6 +78,17 @@ def test_figures_are_written_as_png_and_pdf(tmp_path):
     assert fig.axes
 
 
+def test_part_maps_grid_frames_each_map_by_its_score():
+    images = torch.zeros(2, 3, 16, 8)
+    scores = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    fig = viz.part_maps_grid(images, torch.rand(2, 3, 4, 2), ["head", "torso", "legs"], scores, ["a", "b"])
+    axes = np.array(fig.axes).reshape(2, 4)                      # image + one column per part
+    assert [ax.get_title() for ax in axes[0, 1:]] == ["head", "torso", "legs"]
+    assert axes[1, 1].get_xlabel() == "visibility 0.00"
+    hidden, seen = (axes[1, p].spines["top"].get_edgecolor() for p in (1, 2))
+    assert hidden[0] > hidden[1] and seen[1] > seen[0]           # red for 0, green for 1 (RdYlGn)
+
+
 def test_upsample_and_display_ranges():
     maps = torch.rand(2, 3, 4)
     assert viz.upsample(maps, (6, 8)).shape == (2, 6, 8)
