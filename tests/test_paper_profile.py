@@ -44,17 +44,26 @@ def two_threads():
 def write_tree(root: Path, dataset: str, seed: int = 0) -> None:
     """TRAIN_IDS identities x IMAGES_PER_ID images on cameras 1..TRAIN_CAMS; TEST_IDS query images on
     camera 1; the gallery holds each test id on camera 2 and on the unseen camera, plus a distractor.
-    64 x 32 pixel JPEGs: the loader resizes them to the paper's resolution."""
+    64 x 32 pixel JPEGs: the loader resizes them to the paper's resolution. Occluded-Duke's images carry
+    random PifPaf fields (BPBreID's and PAB-ReID's parsing labels in the paper profile)."""
     folder, name, unseen = TREES[dataset]
     rng = np.random.default_rng(seed)
 
-    def image(split: str, pid: int, cam: int, i: int) -> None:
+    def draw(split: str, pid: int, cam: int, i: int) -> None:
         colour = rng.uniform(0, 255, size=(2, 1, 1, 3))  # a top and a bottom colour, plus noise
         pixels = np.concatenate([np.broadcast_to(c, (32, 32, 3)) for c in colour])  # 64 x 32 (H x W)
         pixels = np.clip(pixels + rng.normal(0, 20, pixels.shape), 0, 255).astype(np.uint8)
         path = root / folder / split / name.format(pid=pid, cam=cam, i=i)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path, quality=90)
+
+    def image(split: str, pid: int, cam: int, i: int) -> None:
+        draw(split, pid, cam, i)
+        if dataset == "occluded_duke":  # BPBreID's PifPaf fields, in its own layout beside the image folder
+            fields = root / folder / "masks" / "pifpaf" / split / (name.format(pid=pid, cam=cam, i=i) +
+                                                                   ".confidence_fields.npy")
+            fields.parent.mkdir(parents=True, exist_ok=True)
+            np.save(fields, rng.uniform(0, 1, size=(36, 16, 8)).astype(np.float32))
 
     for pid in range(1, TRAIN_IDS + 1):
         for i in range(IMAGES_PER_ID):
@@ -121,6 +130,8 @@ CASES = [
     pytest.param("clip_baseline", {}, {}, id="clip_baseline"),
     pytest.param("qpm_ide", {}, {}, id="qpm_ide"),
     pytest.param("qpm", {}, {}, id="qpm"),
+    pytest.param("bpbreid", {}, {}, id="bpbreid"),
+    pytest.param("pab", {}, {}, id="pab"),
 ]
 
 
@@ -164,3 +175,5 @@ def test_paper_profile_trains_a_step_and_evaluates(name, model, data, fake_root,
         assert blob["state_dict"]["vit.sie_embed"].shape[0] == TRAIN_CAMS
     if name == "qpm":
         assert run.config.init_from.startswith("qpm/")
+    if name in ("bpbreid", "pab"):  # K parts from PifPaf fields: BPBreID's eight, PAB-ReID's six (Fig. 2)
+        assert len(blob["info"]["part_names"]) == {"bpbreid": 8, "pab": 6}[name]
