@@ -473,3 +473,12 @@ def test_embedding_contract_round_trip(model):
     emb = model.embed(batch(torch.randn(4, 3, *IMAGE, generator=_gen(21))))
     joined = Embedding.cat([emb[:2], emb[2:]])
     torch.testing.assert_close(model.distance(joined, joined), model.distance(emb, emb))
+
+
+def test_backbone_lr_factor_scales_only_the_backbone():
+    model = build("bpbreid", {**TINY, "backbone_lr_factor": 0.1}, info())
+    rates = {id(p): group["lr"] for group in model.param_groups(1.0) for p in group["params"]}
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]  # BNNeck bias frozen
+    assert len(rates) == len(trained)
+    for name, p in trained:
+        assert rates[id(p)] == pytest.approx(0.1 if name.startswith("backbone.") else 1.0), name

@@ -46,7 +46,7 @@ from reidlib.distance import chunked
 from reidlib.losses import cross_entropy_label_smooth
 from reidlib.methods import METHODS
 from reidlib.methods.base import Batch, DataInfo, Embedding, PartLayout, ReIDMethod
-from reidlib.methods.global_baseline import GlobalHead
+from reidlib.methods.global_baseline import GlobalHead, scaled_param_groups
 from reidlib.methods.parts import masked_average_pool, weighted_part_distance
 from reidlib.models import build_backbone
 
@@ -95,6 +95,8 @@ class BPBreIDConfig:
     visibility_threshold: float = 0.5     # for visibility "threshold" (PAB-ReID Eq. 5: mu = 0.5)
     test_visibility: bool = True          # code: mask_filtering_testing (False: every entry counts)
     test_embeddings: tuple[str, ...] = ("bn_foreground", "parts")  # code: test_embeddings
+    # --- optimisation
+    backbone_lr_factor: float = 1.0       # code: one rate for all; < 1 fine-tunes a trained backbone slower
 
     def validate(self) -> None:
         if self.last_stride is not None and self.last_stride not in (1, 2):
@@ -110,6 +112,7 @@ class BPBreIDConfig:
         check_range("model.label_smoothing", self.label_smoothing, 0.0, 0.999)
         check_range("model.pixel_label_smoothing", self.pixel_label_smoothing, 0.0, 0.999)
         check_range("model.pixel_weight", self.pixel_weight, 0.0)
+        check_range("model.backbone_lr_factor", self.backbone_lr_factor, 0.0)
         check_range("model.visibility_threshold", self.visibility_threshold, 0.0, 1.0)
         if self.triplet_margin is not None:
             check_range("model.triplet_margin", self.triplet_margin, 0.0)
@@ -380,6 +383,10 @@ class BPBreID(ReIDMethod):
 
     def part_layout(self) -> PartLayout:
         return PartLayout("grouping", self.num_parts, self.grouping)
+
+    def param_groups(self, base_lr: float) -> list[dict]:
+        factor = self.cfg.backbone_lr_factor
+        return scaled_param_groups(self, base_lr, lambda name: factor if name.startswith("backbone.") else 1)
 
     # --- the pieces a subclass may replace (PAB-ReID: its predictor, fixed stripes, its feature fuser)
     def _build_pixel_classifier(self, channels: int, num_parts: int) -> nn.Module | None:
