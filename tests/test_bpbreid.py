@@ -390,7 +390,8 @@ def test_ci_run_through_the_engine_on_synthocc_with_parsing_labels(tmp_path):
 
     cfg = replace(RunConfig.from_profile("bpbreid", "ci"),
                   data={"batch_p": 4, "batch_k": 2, "erasing_p": 0.0, "pad": 0},
-                  train={"epochs": 1, "milestones": [], "max_iters_per_epoch": 3})
+                  train={"epochs": 1, "milestones": [], "max_iters_per_epoch": 3},
+                  init_from=None)  # the method alone (the notebook's ci run covers the BoT trunk)
     run = train(cfg, runs_dir=tmp_path, progress="off")
     records = [r for r in run.history if r["kind"] == "epoch"]
     assert {"id_global", "id_foreground", "id_concat", "triplet_parts", "pixel"} <= set(records[0]["terms"])
@@ -406,8 +407,10 @@ def test_ci_run_through_the_engine_on_synthocc_with_parsing_labels(tmp_path):
 FIDELITY_STEPS, FIDELITY_MIN_AUC, FIDELITY_MIN_AUC_GAIN = 120, 0.75, 0.2
 
 
-def fidelity_run(pixel_weight: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Train BPBreID (ci size) for FIDELITY_STEPS P x K steps on SynthOcc ci with its parsing labels, then
+def fidelity_run(pixel_weight: float, seed: int = 0, method: str = "bpbreid", model: dict | None = None,
+                 grouping: str = GROUPING) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Train `method` (BPBreID, or PAB-ReID which shares its part attention loss; ci size, `model` overrides
+    TINY) for FIDELITY_STEPS P x K steps on SynthOcc ci with its parsing labels, then
     compare the part maps of the query and gallery images with their labels at feature resolution.
     Returns the per-part soft IoU of the maps and of a uniform 1/(K+1) map with the labels' cell
     fractions (NaN for a part absent at that resolution), and the mean over parts of the ROC AUC of a part
@@ -416,11 +419,12 @@ def fidelity_run(pixel_weight: float, seed: int = 0) -> tuple[torch.Tensor, torc
     from reidlib.data.loader import build_test_loader, build_train_loader, load_from_config
 
     data = DataConfig(synth_size="ci", height=IMAGE[0], width=IMAGE[1], batch_p=4, batch_k=4,
-                      test_batch_size=128, masks="parsing", mask_grouping=GROUPING, erasing_p=0.0, pad=0)
+                      test_batch_size=128, masks="parsing", mask_grouping=grouping, erasing_p=0.0, pad=0)
     dataset = load_from_config(data)
+    parts = tuple(part_names(grouping))
     torch.manual_seed(seed)
-    m = build("bpbreid", {**TINY, "pixel_weight": pixel_weight},
-              DataInfo(num_classes=dataset.num_train_pids, image_size=IMAGE, part_names=PARTS))
+    m = build(method, {**TINY, **(model or {}), "pixel_weight": pixel_weight},
+              DataInfo(num_classes=dataset.num_train_pids, image_size=IMAGE, part_names=parts))
     optimizer = torch.optim.Adam(m.parameters(), lr=3e-3)  # from scratch: a larger step than the paper's
     loader, step = build_train_loader(dataset, data, seed=seed), 0
     while step < FIDELITY_STEPS:
@@ -447,11 +451,11 @@ def fidelity_run(pixel_weight: float, seed: int = 0) -> tuple[torch.Tensor, torc
 
     owner = truth.argmax(1)                                             # [N, h, w] majority label
     aucs = []
-    for k in range(K):
+    for k in range(len(parts)):
         inside, outside = maps[:, k][owner == k + 1], maps[:, k][owner != k + 1]
         if len(inside):
             aucs.append((inside[:, None] > outside[None]).float().mean().item())
-    return soft_iou(maps), soft_iou(torch.full_like(maps, 1.0 / (K + 1))), sum(aucs) / len(aucs)
+    return soft_iou(maps), soft_iou(torch.full_like(maps, 1.0 / (len(parts) + 1))), sum(aucs) / len(aucs)
 
 
 def test_fidelity_learned_part_maps_find_the_labelled_parts():

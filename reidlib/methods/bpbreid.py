@@ -197,13 +197,18 @@ def visibility_scores(probabilities: Tensor, mode: Visibility = "argmax", thresh
     if mode == "continuous":
         return peak
     if mode == "threshold":
-        return (peak > threshold).to(probabilities.dtype)
+        return threshold_visibility(peak, threshold)
     if mode == "argmax":
         winner = probabilities.argmax(dim=1)                            # [N, h, w]
         channels = probabilities.shape[1]
         wins = F.one_hot(winner.flatten(1), channels).amax(dim=1)       # [N, K+1]
         return wins.to(probabilities.dtype)
     raise ValueError(f"unknown visibility {mode!r}; use 'argmax', 'threshold' or 'continuous'")
+
+
+def threshold_visibility(peak: Tensor, threshold: float) -> Tensor:
+    """PAB-ReID Eq. (5): 1 where a map's peak probability [N, K] exceeds `threshold` (mu), else 0."""
+    return (peak > threshold).to(peak.dtype)
 
 
 def foreground_attention(part_maps: Tensor, mode: Literal["max", "sum"] = "max") -> Tensor:
@@ -421,6 +426,7 @@ class BPBreID(ReIDMethod):
             pooled = {name: self.reduce[name](x) for name, x in pooled.items()}
         out = {"feature_map": fmap, **extra, "part_maps": part_maps, "foreground_map": foreground,
                "part_visibility": visibility[:, 1:],                    # [N, K]
+               "part_peaks": probabilities[:, 1:].detach().amax(dim=(2, 3)),  # [N, K], for test-time mu
                # code: foreground_visibility = max over the K+1 scores (always 1 for binary scores)
                "foreground_visibility": visibility.amax(dim=1),         # [N]
                **pooled,                                                # global, foreground, parts
@@ -476,21 +482,30 @@ class BPBreID(ReIDMethod):
     @torch.no_grad()
     def embed(self, batch: Batch) -> Embedding:
         """parts [N, K, D] and weights [N, K] (visibility), extras holistic [N, H, D] and
-        holistic_weights [N, H] (the configured holistic test embeddings), all L2-normalised."""
-        holistic, holistic_vis, parts, parts_vis = self._test_entries(self._features(batch.images))
+        holistic_weights [N, H] (the configured holistic test embeddings), all L2-normalised, and
+        part_peaks [N, K] (each part map's peak, so that a threshold visibility can be re-decided when
+        matching, `distance`)."""
+        feats = self._features(batch.images)
+        holistic, holistic_vis, parts, parts_vis = self._test_entries(feats)
         extras = {} if holistic is None else {"holistic": holistic, "holistic_weights": holistic_vis}
+        if parts is not None:
+            extras["part_peaks"] = feats["part_peaks"]
         return Embedding(parts=parts, weights=parts_vis, extras=extras)
 
-    @staticmethod
-    def _entries(emb: Embedding) -> tuple[Tensor, Tensor]:
-        """All test entries of an embedding, holistic first: [N, H+K, D], [N, H+K]."""
+    def _entries(self, emb: Embedding) -> tuple[Tensor, Tensor]:
+        """All test entries of an embedding, holistic first: [N, H+K, D], [N, H+K]. With threshold
+        visibility the parts' weights are Eq. (5) with this model's threshold, applied here: mu is a
+        matching-time switch (PAB-ReID Fig. 6) that re-scores embeddings extracted once."""
+        cfg = self.cfg
         entries, weights = [], []
         if "holistic" in emb.extras:
             entries.append(emb.extras["holistic"])
             weights.append(emb.extras["holistic_weights"])
         if emb.parts is not None:
             entries.append(emb.parts)
-            weights.append(emb.weights)
+            rethreshold = cfg.test_visibility and cfg.visibility == "threshold" and "part_peaks" in emb.extras
+            weights.append(threshold_visibility(emb.extras["part_peaks"], cfg.visibility_threshold)
+                           if rethreshold else emb.weights)
         return torch.cat(entries, 1), torch.cat(weights, 1)
 
     @torch.no_grad()
