@@ -184,11 +184,12 @@ class Workbook:
         from reidlib.evaluation import evaluate
 
         model = run.load_model(self.device)
-        if model_overrides:
-            model.cfg = replace(model.cfg, **model_overrides)
         data_cfg = replace(run.config.data, **(data_overrides or {}))
         flip = run.config.train.flip_test if flip is None else flip
+        # extracted with the run's own config, whichever row asks first: the cache is shared by all rows
         (q, qp, qc), (g, gp, gc) = self._embeddings(run, data_cfg, flip, model)
+        if model_overrides:
+            model.cfg = replace(model.cfg, **model_overrides)
         device = device_of(model)
         dist = model.distance(q.to(device), g.to(device))
         return evaluate(dist.float().cpu().numpy(), qp, gp, qc, gc).as_dict()

@@ -80,3 +80,42 @@ def test_compare_adds_a_column_group_per_protocol(tmp_path):
     only_twin = wb.compare("Table I", {}, "synthocc", more=twin)
     assert "SynthOcc" not in only_twin.columns.get_level_values("dataset")
     assert only_twin.loc[("Ours", "reproduced"), ("SynthOcc (occluded_reid)", "Rank-1")] == 30.0
+
+
+def test_evaluate_extracts_with_the_runs_own_config_and_applies_test_switches_after(tmp_path, monkeypatch):
+    """The embedding cache is shared by every row re-scoring a run: the first row asking must not leave
+    embeddings made with its own matching switches for the others."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from reidlib.config import DataConfig
+
+    @dataclass
+    class Cfg:
+        weight: float = 1.0
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cfg, self.anchor = Cfg(), torch.nn.Parameter(torch.zeros(1))
+
+        def distance(self, q, g):  # a query's own identity is nearest iff weight > 0
+            return -self.cfg.weight * (q == g.T).float()
+
+    seen = []
+
+    def embeddings(run, data_cfg, flip, model):
+        seen.append(model.cfg.weight)
+        ids = torch.arange(3.0)[:, None]
+        return (ids, np.arange(3), np.zeros(3, int)), (ids, np.arange(3), np.ones(3, int))
+
+    wb = Workbook("unit", profile="ci", out_dir=str(tmp_path / "runs"))
+    monkeypatch.setattr(wb, "_embeddings", embeddings)
+    run = SimpleNamespace(load_model=lambda device: Model(), config=SimpleNamespace(
+        data=DataConfig(), train=SimpleNamespace(flip_test=False)))
+    assert wb.evaluate(run, model_overrides={"weight": 1.0})["rank1"] == 1.0
+    assert wb.evaluate(run, model_overrides={"weight": -1.0})["rank1"] == 0.0  # the switch acts on matching
+    assert seen == [1.0, 1.0]                                                   # never on extraction
