@@ -115,21 +115,19 @@ def part_map_iou(model, dataset, data_cfg) -> pd.DataFrame:
     over the cell, then the arg-max), and the IoU a fixed template reaches (each cell given the part most
     often labelled there over all queries: what a model ignoring the image could do). SynthOcc only; the
     layout must be parsing-label groups."""
-    from reidlib.data.masks import get_grouping
+    from reidlib.data.masks import group_label_map
 
     layout = _layout_of(model)
     if layout.kind != "grouping":
         raise ValueError(f"{type(model).__name__}'s parts are {layout.kind}, not parsing-label groups: "
                          "its maps have no labelled parts to overlap")
-    groups = get_grouping(layout.grouping, "parsing").parsing
     meta = query_metadata(dataset)
     predicted, truth, kinds, images = [], [], [], []
     for rec, out, (occluded, _) in _explained_queries(model, dataset, data_cfg, ("part_maps",)):
         maps = out["part_maps"]                                                     # [K, h, w]
         background = (1.0 - maps.sum(0, keepdim=True)).clamp(min=0.0)
         predicted.append(torch.cat([background, maps]).argmax(0))                   # [h, w], 0 = background
-        one_hot = torch.stack([torch.from_numpy(~np.isin(occluded, sum(groups, ())))]
-                              + [torch.from_numpy(np.isin(occluded, labels)) for labels in groups]).float()
+        one_hot = torch.from_numpy(group_label_map(occluded, layout.grouping))            # [K+1, H, W]
         cells = torch.nn.functional.interpolate(one_hot[None], size=maps.shape[1:], mode="area")[0]
         truth.append(cells.argmax(0))                                               # [h, w]
         kinds.append(occluder_kind(meta.loc[Path(rec.path).name, "occluder"]))
