@@ -52,6 +52,7 @@ from reidlib.models import build_backbone
 
 Visibility = Literal["argmax", "threshold", "continuous"]
 TargetResize = Literal["bilinear", "area"]
+DimReduceAt = Literal["after_pooling", "before_pooling"]
 
 # The embeddings GiLt weighs (code: GLOBAL, FOREGROUND, CONCAT_PARTS, PARTS) and those a test descriptor
 # may use: "bn_" takes the embedding after its BNNeck (code: test_embeddings, e.g. "bn_foreg").
@@ -74,7 +75,8 @@ class BPBreIDConfig:
     backbone: str = "resnet50"            # code: model.bpbreid.backbone (hrnet32 is the paper's other one)
     pretrained: str | None = None         # backbone weights: a file, a folder or "default" (never downloaded)
     last_stride: int | None = 1           # code: last_stride = 1; None: the backbone's own (e.g. HRNet)
-    dim_reduce: int | None = 512          # code: dim_reduce "after_pooling", dim_reduce_output 512; None: off
+    dim_reduce: int | None = 512          # code: dim_reduce_output 512; None: no reduction
+    dim_reduce_at: DimReduceAt = "after_pooling"  # code: dim_reduce ("before_pooling": on the map)
     foreground_map: Literal["max", "sum"] = "max"        # code: parts_masks.max(dim=1) ("sum" commented out)
     foreground_pooling: Literal["gap", "gwap"] = "gap"   # code: GlobalAveragePoolingHead: mean_hw(m * F)
     shared_part_classifier: bool = False  # code: shared_parts_id_classifier (only with an id loss on parts)
@@ -95,6 +97,7 @@ class BPBreIDConfig:
     visibility_threshold: float = 0.5     # for visibility "threshold" (PAB-ReID Eq. 5: mu = 0.5)
     test_visibility: bool = True          # code: mask_filtering_testing (False: every entry counts)
     test_embeddings: tuple[str, ...] = ("bn_foreground", "parts")  # code: test_embeddings
+    test_entries: Literal["all", "parts", "holistic"] = "all"  # matching only: which embedded entries count
     # --- optimisation
     backbone_lr_factor: float = 1.0       # code: one rate for all; < 1 fine-tunes a trained backbone slower
 
@@ -255,6 +258,14 @@ class EmbeddingReduction(nn.Module):
         return self.layers(x)
 
 
+class MapReduction(nn.Sequential):
+    """1x1 conv -> BN -> ReLU on the map, [N, C, h, w] -> [N, D, h, w] (code: BeforePoolingDimReduceLayer)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
+                         nn.ReLU(inplace=True))
+
+
 class PartHeads(nn.Module):
     """A BNNeck classifier per part, or one shared by all: [N, K, D] -> ([N, K, D], [N, K, M])."""
 
@@ -376,9 +387,10 @@ class BPBreID(ReIDMethod):
         self.pixel_classifier = self._build_pixel_classifier(channels, k)
         dim = channels if cfg.dim_reduce is None else cfg.dim_reduce
         self.dim = dim
-        if cfg.dim_reduce is None:
-            self.reduce = None
-        else:  # code: one reduction per embedding type, the parts sharing theirs
+        self.reduce, self.map_reduce = None, None
+        if cfg.dim_reduce is not None and cfg.dim_reduce_at == "before_pooling":
+            self.map_reduce = self._build_map_reduction(channels, dim)  # the map is pooled at width D
+        elif cfg.dim_reduce is not None:  # code: one reduction per embedding type, the parts sharing theirs
             self.reduce = nn.ModuleDict({name: EmbeddingReduction(width, dim)
                                          for name, width in self._pooled_channels(channels).items()})
         m = info.num_classes
@@ -397,6 +409,11 @@ class BPBreID(ReIDMethod):
     def _build_pixel_classifier(self, channels: int, num_parts: int) -> nn.Module | None:
         """The module giving the K+1 pixel logits from F [N, C, h, w] (None: the maps are not learned)."""
         return PixelToPartClassifier(channels, num_parts)
+
+    def _build_map_reduction(self, channels: int, dim: int) -> nn.Module:
+        """The reduction of the map before pooling, [N, C, h, w] -> [N, D, h, w] (code:
+        BeforePoolingDimReduceLayer, 1x1 conv -> BN -> ReLU; BPSEMA-ReID refines it)."""
+        return MapReduction(channels, dim)
 
     def _pooled_channels(self, channels: int) -> dict[str, int]:
         """Width of each pooled embedding before its reduction (all C: pooled from F itself)."""
@@ -421,7 +438,8 @@ class BPBreID(ReIDMethod):
         part_maps = probabilities[:, 1:]                                # [N, K, h, w]
         foreground = foreground_attention(part_maps, cfg.foreground_map)  # [N, h, w]
         visibility = visibility_scores(probabilities.detach(), cfg.visibility, cfg.visibility_threshold)
-        pooled, extra = self._pool(fmap, part_maps, foreground)
+        appearance = fmap if self.map_reduce is None else self.map_reduce(fmap)  # [N, C or D, h, w]
+        pooled, extra = self._pool(appearance, part_maps, foreground)
         if self.reduce is not None:
             pooled = {name: self.reduce[name](x) for name, x in pooled.items()}
         out = {"feature_map": fmap, **extra, "part_maps": part_maps, "foreground_map": foreground,
@@ -493,15 +511,16 @@ class BPBreID(ReIDMethod):
         return Embedding(parts=parts, weights=parts_vis, extras=extras)
 
     def _entries(self, emb: Embedding) -> tuple[Tensor, Tensor]:
-        """All test entries of an embedding, holistic first: [N, H+K, D], [N, H+K]. With threshold
+        """The test entries of an embedding that `test_entries` keeps, holistic first: [N, H+K, D],
+        [N, H+K] (a matching-time switch: BPSEMA-ReID's Fig. 9 ranks by the parts alone). With threshold
         visibility the parts' weights are Eq. (5) with this model's threshold, applied here: mu is a
         matching-time switch (PAB-ReID Fig. 6) that re-scores embeddings extracted once."""
         cfg = self.cfg
         entries, weights = [], []
-        if "holistic" in emb.extras:
+        if "holistic" in emb.extras and cfg.test_entries != "parts":
             entries.append(emb.extras["holistic"])
             weights.append(emb.extras["holistic_weights"])
-        if emb.parts is not None:
+        if emb.parts is not None and cfg.test_entries != "holistic":
             entries.append(emb.parts)
             rethreshold = cfg.test_visibility and cfg.visibility == "threshold" and "part_peaks" in emb.extras
             weights.append(threshold_visibility(emb.extras["part_peaks"], cfg.visibility_threshold)
@@ -577,8 +596,8 @@ def _identity_loss(outputs: dict[str, Tensor], name: str, pids: Tensor, cfg: BPB
 
 __all__ = [
     "BPBreID", "BPBreIDConfig", "EMBEDDINGS", "TEST_EMBEDDINGS", "UNMATCHED_DISTANCE", "EmbeddingReduction",
-    "PartHeads", "PixelToPartClassifier", "body_part_attention_loss", "foreground_attention", "gilt_loss",
-    "grouping_of", "masked_batch_hard_triplet_loss", "part_averaged_distance", "part_averaged_triplet_loss",
-    "part_euclidean_distances", "part_probabilities", "pixel_targets", "pool_embeddings",
-    "visibility_aware_distance", "visibility_scores",
+    "MapReduction", "PartHeads", "PixelToPartClassifier", "body_part_attention_loss", "foreground_attention",
+    "gilt_loss", "grouping_of", "masked_batch_hard_triplet_loss", "part_averaged_distance",
+    "part_averaged_triplet_loss", "part_euclidean_distances", "part_probabilities", "pixel_targets",
+    "pool_embeddings", "threshold_visibility", "visibility_aware_distance", "visibility_scores",
 ]

@@ -124,6 +124,9 @@ class PABConfig(BPBreIDConfig):
         if self.part_attention == "stripes" and self.pixel_weight > 0:
             raise ConfigError("model.part_attention='stripes' has no predictor for the part attention loss "
                               "to train; set model.pixel_weight to 0")
+        if self.dim_reduce_at != "after_pooling":
+            raise ConfigError("model.dim_reduce_at must be 'after_pooling' for PAB-ReID: the fuser works on "
+                              "the backbone map B (Eq. 7)")
         if self.dim_reduce is None and self.fuser and self.fuser_channels is not None:
             raise ConfigError("model.dim_reduce is null, so every embedding keeps its width: set "
                               "model.fuser_channels to null too (K_1 as wide as B)")
