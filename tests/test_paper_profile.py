@@ -132,6 +132,7 @@ CASES = [
     pytest.param("qpm", {}, {}, id="qpm"),
     pytest.param("bpbreid", {}, {}, id="bpbreid"),
     pytest.param("pab", {}, {}, id="pab"),
+    pytest.param("bpsema", {}, {}, id="bpsema"),
 ]
 
 
@@ -175,5 +176,5 @@ def test_paper_profile_trains_a_step_and_evaluates(name, model, data, fake_root,
         assert blob["state_dict"]["vit.sie_embed"].shape[0] == TRAIN_CAMS
     if name == "qpm":
         assert run.config.init_from.startswith("qpm/")
-    if name in ("bpbreid", "pab"):  # K parts from PifPaf fields: BPBreID's eight, PAB-ReID's six (Fig. 2)
-        assert len(blob["info"]["part_names"]) == {"bpbreid": 8, "pab": 6}[name]
+    if name in ("bpbreid", "pab", "bpsema"):  # K parts from PifPaf fields (PAB-ReID: six, Fig. 2)
+        assert len(blob["info"]["part_names"]) == {"bpbreid": 8, "pab": 6, "bpsema": 8}[name]

@@ -21,6 +21,7 @@ _MODULES: list[str] = [
     "qpm",
     "bpbreid",
     "pab",
+    "bpsema",
     "bot",
     "pcb",
     "vit_baseline",
