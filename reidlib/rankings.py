@@ -43,16 +43,22 @@ class RankedTest:
         return [int(np.flatnonzero(self.q_pids == pid)[0]) for pid in np.unique(self.q_pids)[:n]]
 
 
-def rank_test(run, data_cfg, device: str = "cpu", extracted=None) -> RankedTest:
+def rank_test(run, data_cfg, device: str = "cpu", extracted=None, model_overrides: dict | None = None
+              ) -> RankedTest:
     """Rank `run`'s query and gallery embeddings on `data_cfg`'s test split: `extracted` (what
     `engine.extract_test` returned, e.g. cached by the Workbook), else extracted here as its evaluation
-    does (flip-averaged when `train.flip_test`)."""
+    does (flip-averaged when `train.flip_test`); `model_overrides`: matching-only switches of the method
+    config, applied to the distance only."""
+    from dataclasses import replace
+
     from reidlib.data.loader import load_from_config
     from reidlib.engine import extract_test
 
     ds, model = load_from_config(data_cfg), run.load_model(device)
     if extracted is None:
         extracted = extract_test(model, ds, data_cfg, run.config.train.flip_test)
+    if model_overrides:
+        model.cfg = replace(model.cfg, **model_overrides)
     (q, q_pids, q_cams), (g, g_pids, g_cams) = extracted
     dist = model.distance(q, g).cpu().numpy()
     return RankedTest([r.path for r in ds.query], [r.path for r in ds.gallery], dist,

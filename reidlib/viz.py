@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -144,6 +145,28 @@ def part_maps_grid(images: torch.Tensor | Batch, maps: torch.Tensor, names: Sequ
             ax.set_xticks([])
             ax.set_yticks([])
         axes[i, 0].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def metric_lines(panels: dict[str, pd.DataFrame], metrics: Sequence[str] = ("Rank-1", "mAP")):
+    """One panel per table {title: [methods x metrics] in %}: each metric as a line over the methods in
+    table order (the papers' comparison charts, e.g. BPSEMA-ReID Figs. 5-8), with the values written on.
+    Panels side by side keep reported and reproduced numbers apart (they are on different data)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.0), squeeze=False)
+    for ax, (title, df) in zip(axes[0], panels.items(), strict=True):
+        x = np.arange(len(df))
+        for metric in metrics:
+            values = df[metric].to_numpy(dtype=float)
+            ax.plot(x, values, marker="o", label=metric)
+            for xi, v in zip(x, values, strict=True):
+                if np.isfinite(v):
+                    ax.annotate(f"{v:.1f}", (xi, v), textcoords="offset points", xytext=(0, 4), ha="center",
+                                fontsize=6)
+        ax.set_xticks(x, [str(i) for i in df.index], rotation=45, ha="right", fontsize=7)
+        ax.set(title=title, ylabel="%")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -224,12 +224,15 @@ class Workbook:
         model = run.load_model(self.device)
         return cost_row(model, sample.to(device_of(model)), cfg.train)
 
-    def rankings(self, runs, queries: int = 4, top: int = 8, data_overrides: dict | None = None):
+    def rankings(self, runs, queries: int = 4, top: int = 8, data_overrides: dict | None = None,
+                 model_overrides: dict[str, dict] | None = None):
         """Ranking-list figure of a run, or of several runs {name: run} side by side: the first query of
-        `queries` identities, each followed by its top gallery images framed green (match) or red."""
+        `queries` identities, each followed by its top gallery images framed green (match) or red.
+        `model_overrides` {name: matching-only switches} ranks one run several ways (e.g. by its parts
+        alone and by all its features)."""
         from reidlib.rankings import ranking_figure
 
-        ranked = self._ranked(runs, data_overrides)
+        ranked = self._ranked(runs, data_overrides, model_overrides)
         return ranking_figure(ranked, next(iter(ranked.values())).first_query_per_identity(queries), top)
 
     def browse_rankings(self, runs, top: int = 8, data_overrides: dict | None = None):
@@ -239,7 +242,8 @@ class Workbook:
 
         return ranking_browser(self._ranked(runs, data_overrides), top) if self.interactive else None
 
-    def _ranked(self, runs, data_overrides: dict | None) -> dict:
+    def _ranked(self, runs, data_overrides: dict | None, model_overrides: dict[str, dict] | None = None
+                ) -> dict:
         from reidlib.rankings import rank_test
 
         named = runs if isinstance(runs, dict) else {"": runs}
@@ -247,7 +251,7 @@ class Workbook:
         for name, run in named.items():  # embeddings shared with evaluate() and earlier ranking figures
             data_cfg = replace(run.config.data, **(data_overrides or {}))
             extracted = self._embeddings(run, data_cfg, run.config.train.flip_test)
-            ranked[name] = rank_test(run, data_cfg, self.device, extracted)
+            ranked[name] = rank_test(run, data_cfg, self.device, extracted, (model_overrides or {}).get(name))
         return ranked
 
     def occlusion_gap(self, runs: dict, holistic: dict | None = None) -> pd.DataFrame:

@@ -94,3 +94,14 @@ def test_upsample_and_display_ranges():
     assert viz.upsample(maps, (6, 8)).shape == (2, 6, 8)
     shown = viz.to_display(torch.randn(1, 3, 4, 4) * 10)
     assert shown.shape == (1, 4, 4, 3) and shown.min() >= 0 and shown.max() <= 1
+
+
+def test_metric_lines_draw_one_panel_per_table_in_table_order():
+    import pandas as pd
+
+    reported = pd.DataFrame({"Rank-1": [89.6, 90.1], "mAP": [78.3, 78.9]}, index=["D1", "D2"])
+    ours = pd.DataFrame({"Rank-1": [20.0, float("nan")], "mAP": [15.0, 16.0]}, index=["D1", "D2"])
+    fig = viz.metric_lines({"reported": reported, "ours": ours})
+    assert [ax.get_title() for ax in fig.axes] == ["reported", "ours"]
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["D1", "D2"]
+    assert [line.get_label() for line in fig.axes[0].lines] == ["Rank-1", "mAP"]
