@@ -486,3 +486,15 @@ def test_backbone_lr_factor_scales_only_the_backbone():
     assert len(rates) == len(trained)
     for name, p in trained:
         assert rates[id(p)] == pytest.approx(0.1 if name.startswith("backbone.") else 1.0), name
+
+
+def test_reduction_before_pooling_reduces_the_map():
+    """The code's dim_reduce 'before_pooling': conv-BN-ReLU on the map, the embeddings pooled at width D."""
+    from reidlib.methods.bpbreid import MapReduction
+
+    m = build("bpbreid", {**TINY, "dim_reduce_at": "before_pooling"}, info()).eval()
+    assert isinstance(m.map_reduce, MapReduction) and m.reduce is None
+    out = m._features(torch.randn(2, 3, *IMAGE, generator=_gen(30)))
+    dim = TINY["dim_reduce"]
+    assert out["parts"].shape == (2, K, dim) and out["foreground"].shape == (2, dim)
+    assert bool((out["global"] >= 0).all())                    # pooled after the ReLU

@@ -431,3 +431,8 @@ def test_fidelity_parsing_supervision_teaches_the_predictor_the_parts():
     _, _, auc = fidelity_run(PAPER_GAMMA_PART, 0, "pab", model, GROUPING)
     _, _, unsupervised = fidelity_run(0.0, 0, "pab", model, GROUPING)
     assert auc > 0.7 and auc > unsupervised + 0.15, (auc, unsupervised)
+
+
+def test_the_fuser_needs_the_backbone_map():
+    with pytest.raises(ConfigError, match="after_pooling"):
+        model_with(0, dim_reduce_at="before_pooling")
