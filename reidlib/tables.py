@@ -220,10 +220,11 @@ def compare(
 SPREAD_PREFIX = "seed spread"  # Workbook.ablation_table's label of the seed-spread row
 
 
-def separation(table: pd.DataFrame, metric: str = "mAP") -> pd.DataFrame:
+def separation(table: pd.DataFrame, metric: str = "mAP", paper_dataset: str | None = None) -> pd.DataFrame:
     """Which of an ablation table's steps our runs reproduce. Reading the paper's table down, each row is
     compared with the row above it (both with a reported and a reproduced value): the paper's difference
-    in `metric` on its first data set, ours on our data set, and a verdict against the table's seed-spread
+    in `metric` on `paper_dataset` (default: its first data set; e.g. "Occluded-Duke" for SynthOcc's
+    occluded protocol), ours on our data set, and a verdict against the table's seed-spread
     row (`Workbook.ablation_table(..., spread_row=...)`): "as in the paper" or "reversed" when our
     difference is larger than the spread ("the paper shows none" when its difference is 0), "within seed
     spread" (not shown by our runs) otherwise."""
@@ -236,7 +237,10 @@ def separation(table: pd.DataFrame, metric: str = "mAP") -> pd.DataFrame:
     ours_data = ours_by_data.columns[ours_by_data.notna().any()][0]
     spread = float(ours_by_data.loc[spread_rows[0], ours_data])
     paper = table.xs(REPORTED, level="source").xs(metric, level="metric", axis=1)
-    paper_data = paper.columns[paper.notna().any()][0]
+    first = paper.columns[paper.notna().any()][0]
+    paper_data = first if paper_dataset is None else dataset_name(paper_dataset)
+    if paper_data not in paper.columns:
+        raise TableError(f"the paper's table has no {paper_data!r} column; it has {list(paper.columns)}")
     both = [m for m in methods if m in paper.index and m in ours_by_data.index
             and not math.isnan(paper.loc[m, paper_data]) and not math.isnan(ours_by_data.loc[m, ours_data])]
     columns = [f"paper ({paper_data})", f"ours ({ours_data})", "seed spread", "verdict"]

@@ -166,3 +166,17 @@ def test_separation_reads_each_ablation_step_against_the_seed_spread():
     with pytest.raises(TableError, match="spread_row"):
         alone = tables.metrics_table({"Baseline": {"mAP": 0.1}}, "synthocc", ["mAP"])
         tables.separation(tables.compare(alone, reported.table("qpm", "Table V")))
+
+
+def test_separation_can_read_the_papers_other_data_set():
+    """BPSEMA-ReID's Table II reports DukeMTMC-reID first; SynthOcc's occluded protocol compares with its
+    Occluded-Duke column."""
+    ours = {"D1": {"mAP": 0.30}, "D2": {"mAP": 0.20}, "seed spread": {"mAP": 0.01}}
+    table2 = reported.table("bpsema_reid", "Table II")
+    df = tables.compare(tables.metrics_table(ours, "synthocc", ["mAP"]), table2)
+    assert tables.separation(df)["paper (DukeMTMC-reID)"].tolist() == pytest.approx([0.6])
+    occluded = tables.separation(df, paper_dataset="occluded_duke")
+    assert occluded["paper (Occluded-Duke)"].tolist() == pytest.approx([52.99 - 54.1])
+    assert occluded["verdict"].tolist() == ["as in the paper"]
+    with pytest.raises(TableError, match="no 'Market-1501' column"):
+        tables.separation(df, paper_dataset="market1501")
