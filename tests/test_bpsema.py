@@ -192,6 +192,9 @@ def test_fig9_part_features_alone_is_a_matching_switch():
     again.load_state_dict(model.state_dict())
     e2 = again.embed(Batch(images=images, camids=torch.zeros(6, dtype=torch.long)))
     torch.testing.assert_close(again.distance(e2, e2), parts_only)
+    again.cfg = replace(again.cfg, test_entries="holistic")      # nothing holistic was embedded
+    with pytest.raises(ValueError, match="keeps none of the embedded entries"):
+        again.distance(e2, e2)
 
 
 # ------------------------------------------------------------------------------------------ engine

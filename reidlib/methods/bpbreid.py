@@ -525,6 +525,9 @@ class BPBreID(ReIDMethod):
             rethreshold = cfg.test_visibility and cfg.visibility == "threshold" and "part_peaks" in emb.extras
             weights.append(threshold_visibility(emb.extras["part_peaks"], cfg.visibility_threshold)
                            if rethreshold else emb.weights)
+        if not entries:
+            raise ValueError(f"model.test_entries={cfg.test_entries!r} keeps none of the embedded entries "
+                             f"(test_embeddings={list(cfg.test_embeddings)}): use 'all' or embed both kinds")
         return torch.cat(entries, 1), torch.cat(weights, 1)
 
     @torch.no_grad()
