@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import math
 
+import parsing_methods as parsing
 import pytest
 import torch
 import torch.nn.functional as F
+from parsing_methods import IMAGE, batch, ci_engine_run, one_thread  # noqa: F401 (one_thread: autouse)
+from parsing_methods import gen as _gen
 
-from reidlib.config import ConfigError, RunConfig, from_dict, replace
+from reidlib.config import ConfigError, RunConfig, from_dict
 from reidlib.data.masks import part_names
 from reidlib.methods import build, names
 from reidlib.methods.base import Batch, DataInfo, Embedding, PartLayout, check_explain
@@ -36,21 +39,7 @@ from reidlib.methods.bpbreid import (
 GROUPING = "five"
 PARTS = tuple(part_names(GROUPING))
 K = len(PARTS)
-IMAGE = (96, 48)  # resnet_tiny has stride 16: a 6 x 3 feature map
 TINY = {"backbone": "resnet_tiny", "dim_reduce": 16}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and far faster on a machine whose cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def info(num_classes: int = 4) -> DataInfo:
@@ -58,19 +47,11 @@ def info(num_classes: int = 4) -> DataInfo:
 
 
 def random_masks(n: int, size: tuple[int, int] = IMAGE, seed: int = 0) -> torch.Tensor:
-    """One-hot parsing labels [N, K+1, H, W] (background first), as the loader gives them."""
-    labels = torch.randint(K + 1, (n, *size), generator=_gen(seed))
-    return F.one_hot(labels, K + 1).permute(0, 3, 1, 2).float()
-
-
-def batch(images: torch.Tensor, pids: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> Batch:
-    return Batch(images=images, camids=torch.zeros(len(images), dtype=torch.long), pids=pids, masks=masks)
+    return parsing.random_masks(n, K, size, seed)
 
 
 def training_batch(n_ids: int = 4, per_id: int = 2, seed: int = 0) -> Batch:
-    images = torch.randn(n_ids * per_id, 3, *IMAGE, generator=_gen(seed))
-    pids = torch.arange(n_ids).repeat_interleave(per_id)
-    return batch(images, pids, random_masks(len(images), seed=seed + 1))
+    return parsing.training_batch(K, n_ids, per_id, seed)
 
 
 # ------------------------------------------------------------------------------------------ attention
@@ -386,13 +367,7 @@ def test_building_without_part_names_says_what_is_missing():
 
 # ------------------------------------------------------------------------------------------ engine
 def test_ci_run_through_the_engine_on_synthocc_with_parsing_labels(tmp_path):
-    from reidlib.engine import train
-
-    cfg = replace(RunConfig.from_profile("bpbreid", "ci"),
-                  data={"batch_p": 4, "batch_k": 2, "erasing_p": 0.0, "pad": 0},
-                  train={"epochs": 1, "milestones": [], "max_iters_per_epoch": 3},
-                  init_from=None)  # the method alone (the notebook's ci run covers the BoT trunk)
-    run = train(cfg, runs_dir=tmp_path, progress="off")
+    run = ci_engine_run("bpbreid", tmp_path)
     records = [r for r in run.history if r["kind"] == "epoch"]
     assert {"id_global", "id_foreground", "id_concat", "triplet_parts", "pixel"} <= set(records[0]["terms"])
     assert all(math.isfinite(v) for v in records[0]["terms"].values()) and math.isfinite(records[0]["loss"])

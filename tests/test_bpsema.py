@@ -8,13 +8,15 @@ import math
 
 import pytest
 import torch
+from parsing_methods import IMAGE, batch, ci_engine_run, one_thread  # noqa: F401 (one_thread: autouse)
+from parsing_methods import gen as _gen
 from torch import nn
 
 from reidlib import reported
 from reidlib.config import ConfigError, RunConfig, from_dict, replace
 from reidlib.data.masks import part_names
 from reidlib.methods import build
-from reidlib.methods.base import Batch, DataInfo, check_explain
+from reidlib.methods.base import DataInfo, check_explain
 from reidlib.methods.bpbreid import part_averaged_distance, part_averaged_triplet_loss
 from reidlib.methods.bpsema import (
     ABLATIONS,
@@ -25,20 +27,7 @@ from reidlib.methods.bpsema import (
 )
 
 PARTS = tuple(part_names("five"))
-IMAGE = (96, 48)
 TINY = {"backbone": "resnet_tiny", "dim_reduce": 16}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def info() -> DataInfo:
@@ -182,7 +171,7 @@ def test_profiles_and_refusals():
 def test_fig9_part_features_alone_is_a_matching_switch():
     model = build("bpsema", dict(TINY), info()).eval()
     images = torch.randn(6, 3, *IMAGE, generator=_gen(12))
-    emb = model.embed(Batch(images=images, camids=torch.zeros(6, dtype=torch.long)))
+    emb = model.embed(batch(images))
     both = model.distance(emb, emb)
     model.cfg = replace(model.cfg, test_entries="parts")
     parts_only = model.distance(emb, emb)
@@ -190,7 +179,7 @@ def test_fig9_part_features_alone_is_a_matching_switch():
     model.cfg = replace(model.cfg, test_entries="all", test_embeddings=("parts",))
     again = build("bpsema", {**TINY, "test_embeddings": ("parts",)}, info()).eval()
     again.load_state_dict(model.state_dict())
-    e2 = again.embed(Batch(images=images, camids=torch.zeros(6, dtype=torch.long)))
+    e2 = again.embed(batch(images))
     torch.testing.assert_close(again.distance(e2, e2), parts_only)
     again.cfg = replace(again.cfg, test_entries="holistic")      # nothing holistic was embedded
     with pytest.raises(ValueError, match="keeps none of the embedded entries"):
@@ -199,18 +188,11 @@ def test_fig9_part_features_alone_is_a_matching_switch():
 
 # ------------------------------------------------------------------------------------------ engine
 def test_ci_run_through_the_engine_on_synthocc_with_parsing_labels(tmp_path):
-    from reidlib.engine import train
-
-    cfg = replace(RunConfig.from_profile("bpsema", "ci"),
-                  data={"batch_p": 4, "batch_k": 2, "erasing_p": 0.0, "pad": 0},
-                  train={"epochs": 1, "milestones": [], "max_iters_per_epoch": 3},
-                  init_from=None)  # the method alone (the notebook's ci run covers the BoT trunk)
-    run = train(cfg, runs_dir=tmp_path, progress="off")
+    run = ci_engine_run("bpsema", tmp_path)
     terms = next(r for r in run.history if r["kind"] == "epoch")["terms"]
     assert {"id_global", "id_foreground", "id_concat", "triplet_parts", "pixel"} <= set(terms)
     assert all(math.isfinite(v) for v in terms.values())
     model = run.load_model().eval()
-    shown = model.explain(Batch(images=torch.randn(2, 3, *IMAGE, generator=_gen(13)),
-                                camids=torch.zeros(2, dtype=torch.long)))
+    shown = model.explain(batch(torch.randn(2, 3, *IMAGE, generator=_gen(13))))
     check_explain(shown, 2)
     assert shown["part_maps"].shape == (2, len(PARTS), 6, 3)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 
+import parsing_methods as parsing
 import pytest
 import torch
 import torch.nn.functional as F
+from parsing_methods import IMAGE, batch, ci_engine_run, one_thread  # noqa: F401 (one_thread: autouse)
+from parsing_methods import gen as _gen
 
 from reidlib import reported
 from reidlib.config import ConfigError, RunConfig, from_dict, replace
@@ -35,22 +38,8 @@ from reidlib.methods.parts import masked_average_pool, stripe_maps
 GROUPING = "six"
 PARTS = tuple(part_names(GROUPING))
 X = len(PARTS)
-IMAGE = (96, 48)  # resnet_tiny has stride 16: a 6 x 3 feature map, one row per stripe
 TINY = {"backbone": "resnet_tiny", "dim_reduce": 16, "predictor_channels": 8, "fuser_channels": 12}
 TRAINED_ROWS = sorted(row for row, ablation in ABLATIONS.items() if ablation.base is None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is faster, and far faster on a machine whose cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def info(num_classes: int = 4) -> DataInfo:
@@ -58,19 +47,11 @@ def info(num_classes: int = 4) -> DataInfo:
 
 
 def random_masks(n: int, size: tuple[int, int] = IMAGE, seed: int = 0) -> torch.Tensor:
-    """One-hot parsing labels [N, X+1, H, W] (background first), as the loader gives them."""
-    labels = torch.randint(X + 1, (n, *size), generator=_gen(seed))
-    return F.one_hot(labels, X + 1).permute(0, 3, 1, 2).float()
-
-
-def batch(images: torch.Tensor, pids: torch.Tensor | None = None, masks: torch.Tensor | None = None) -> Batch:
-    return Batch(images=images, camids=torch.zeros(len(images), dtype=torch.long), pids=pids, masks=masks)
+    return parsing.random_masks(n, X, size, seed)
 
 
 def training_batch(n_ids: int = 4, per_id: int = 2, seed: int = 0) -> Batch:
-    images = torch.randn(n_ids * per_id, 3, *IMAGE, generator=_gen(seed))
-    pids = torch.arange(n_ids).repeat_interleave(per_id)
-    return batch(images, pids, random_masks(len(images), seed=seed + 1))
+    return parsing.training_batch(X, n_ids, per_id, seed)
 
 
 def model_with(seed: int = 0, **switches) -> torch.nn.Module:
@@ -400,13 +381,7 @@ def test_config_errors_name_the_key(bad, match):
 
 # ------------------------------------------------------------------------------------------ engine
 def test_ci_run_through_the_engine_on_synthocc_with_parsing_labels(tmp_path):
-    from reidlib.engine import train
-
-    cfg = replace(RunConfig.from_profile("pab", "ci"),
-                  data={"batch_p": 4, "batch_k": 2, "erasing_p": 0.0, "pad": 0},
-                  train={"epochs": 1, "milestones": [], "max_iters_per_epoch": 3},
-                  init_from=None)  # the method alone (the notebook's ci run covers the BoT trunk)
-    run = train(cfg, runs_dir=tmp_path, progress="off")
+    run = ci_engine_run("pab", tmp_path)
     records = [r for r in run.history if r["kind"] == "epoch"]
     assert {"id_foreground", "id_concat", "triplet_parts", "pixel"} <= set(records[0]["terms"])
     assert all(math.isfinite(v) for v in records[0]["terms"].values()) and math.isfinite(records[0]["loss"])
