@@ -14,25 +14,15 @@ evaluation). MobileNetV2 with ImageNet weights throughout; "the trunk" is notebo
 from __future__ import annotations
 
 import argparse
-from functools import reduce
 
 import torch
+from demo_backbones import MOBILENET, merge, schedule  # the same override builders (this folder)
 
-from reidlib.config import deep_merge
 from reidlib.methods.pab import ABLATIONS
 from reidlib.visibility import score_auc
 from reidlib.workbook import Workbook
 
-MOBILENET = {"model": {"backbone": "mobilenetv2", "pretrained": "default"}}
 WIDE = {"bpbreid": {"dim_reduce": 256}, "pab": {"dim_reduce": 256, "fuser_channels": 256}}  # first tried
-
-
-def merge(*parts: dict) -> dict:
-    return reduce(deep_merge, parts, {})
-
-
-def schedule(epochs: int, lr: float, milestones: list[int], warmup: int = 1, **train) -> dict:
-    return {"train": {"epochs": epochs, "lr": lr, "milestones": milestones, "warmup_epochs": warmup, **train}}
 
 
 def report(wb: Workbook, label: str, run) -> None:
