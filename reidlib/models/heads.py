@@ -113,12 +113,19 @@ class ArcFace(nn.Module):
         cos = self.cosine(x)  # [N, C]
         if labels is None:
             return self.scale * cos
-        sin = (1.0 - cos * cos).clamp_min(self.eps).sqrt()
-        cos_m = cos * math.cos(self.margin) - sin * math.sin(self.margin)  # cos(theta + m)
-        if self.easy_margin:
-            cos_m = torch.where(cos > 0, cos_m, cos)
-        else:
-            threshold = math.cos(math.pi - self.margin)  # theta + m > pi beyond this
-            cos_m = torch.where(cos > threshold, cos_m, cos - self.margin * math.sin(self.margin))
-        target = F.one_hot(labels.long(), cos.shape[1]).bool()
-        return self.scale * torch.where(target, cos_m, cos)
+        return angular_margin_logits(cos, labels, self.scale, self.margin, self.easy_margin, self.eps)
+
+
+def angular_margin_logits(cos: Tensor, labels: Tensor, scale: float, margin: float, easy_margin: bool = False,
+                          eps: float = 1e-7) -> Tensor:
+    """ArcFace's logits from cosines cos [N, C] (any cosine-like scores in [-1, 1], e.g. DPM's masked
+    prototypes): s * cos(theta_y + m) for the true class, s * cos(theta_j) elsewhere (see `ArcFace`)."""
+    sin = (1.0 - cos * cos).clamp_min(eps).sqrt()
+    cos_m = cos * math.cos(margin) - sin * math.sin(margin)  # cos(theta + m)
+    if easy_margin:
+        cos_m = torch.where(cos > 0, cos_m, cos)
+    else:
+        threshold = math.cos(math.pi - margin)  # theta + m > pi beyond this
+        cos_m = torch.where(cos > threshold, cos_m, cos - margin * math.sin(margin))
+    target = F.one_hot(labels.long(), cos.shape[1]).bool()
+    return scale * torch.where(target, cos_m, cos)

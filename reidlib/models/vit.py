@@ -64,11 +64,16 @@ def attention_probs(attn: nn.Module, x: Tensor) -> Tensor:
 
     timm's fused kernel never materialises these weights, so they are recomputed from the same qkv
     projection; the block itself still runs its normal (fused) path."""
+    return attention_logits(attn, x).softmax(dim=-1)
+
+
+def attention_logits(attn: nn.Module, x: Tensor) -> Tensor:
+    """`attention_probs` before the softmax: q k^T / sqrt(d) as [N, heads, T, T]."""
     n, t, _ = x.shape
     qkv = attn.qkv(x).reshape(n, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k, _ = qkv.unbind(0)  # [N, heads, T, d]
     q, k = attn.q_norm(q), attn.k_norm(k)
-    return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+    return (q * attn.scale) @ k.transpose(-2, -1)
 
 
 def tokens_to_map(tokens: Tensor, grid_size: tuple[int, int]) -> Tensor:
