@@ -25,6 +25,7 @@ _MODULES: list[str] = [
     "bot",
     "pcb",
     "vit_baseline",
+    "dpm",
     "clip_baseline",
 ]
 
