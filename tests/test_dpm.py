@@ -212,6 +212,19 @@ def test_two_step_update_changes_only_the_intended_parameters():
     assert hmg <= _changed(model, before) and _changed(model, before) & rest
 
 
+def test_mask_step_gives_the_hmg_the_whole_losss_gradient():
+    model = tiny(hmg_zero_init=False, drop_path=0.0).train()
+    b = batch()
+    params = list(model.mask_generator.parameters())
+    full = torch.autograd.grad(sum(model.loss(model(b), b).values()), params)
+    out = model(b, mask_step=True)
+    assert set(out) == {"mask", "mask_scores"} and out["mask"].requires_grad
+    terms = model.loss(out, b)
+    assert set(terms) == {"mask_id"}
+    for a, g in zip(full, torch.autograd.grad(terms["mask_id"], params), strict=True):
+        torch.testing.assert_close(a, g)
+
+
 # ------------------------------------------------------------------------------------------ test rule
 @pytest.mark.parametrize("row", ["P_n", "P_n + F_n", "P", "P + F"])
 def test_query_mask_distance_matches_a_direct_loop(row):

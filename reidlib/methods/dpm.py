@@ -46,10 +46,12 @@ Ambiguities and the choices made (each a `DPMConfig` switch where plausible):
 - Test rule: the query's mask acts as in training, the gallery features taking the place of the
   prototypes: d(q, g) = arccos(masked cosine of f_q and f_g under M_q) (the code's arccos distance); with
   `mask_feature` the query's feature is masked too. `test_mask: false` ranks by the plain cosine.
-- Two-step update: both steps use the whole loss of Eq. (8) on a fresh forward pass (as the code); the
-  gradients of the parameters a step freezes are dropped before the optimiser step, so SGD's momentum
-  and weight decay skip them too. BatchNorm statistics of the HMG still update in both passes (as in the
-  code).
+- Two-step update: each step a fresh forward pass (as the code); the gradients of the parameters a step
+  freezes are dropped before the optimiser step, so SGD's momentum and weight decay skip them too. Step 1
+  backpropagates the whole loss of Eq. (8) (the masked term reaching the backbone through the mask, as in
+  the code); step 2 runs the backbone without gradients and backpropagates the masked term alone, the
+  only term that depends on the HMG, so the HMG's gradient equals the whole loss's at a third of the
+  cost. BatchNorm statistics (HMG, BNNeck) update in both passes (as in the code).
 
 The released code (stone96123/DPM, a TransReID fork) differs from the paper in:
 - HMG: max pooling instead of Eq. (3)'s average pooling; a zero-initialised linear layer after the pooling.
@@ -289,14 +291,29 @@ class DPM(ViTBaseline):
         return cls_scores.softmax(dim=-1)
 
     # --- training
-    def forward(self, batch: Batch) -> dict[str, Tensor]:
+    def forward(self, batch: Batch, mask_step: bool = False) -> dict[str, Tensor]:
+        """Training outputs. `mask_step` (the second step, which trains the HMG alone): the backbone runs
+        without gradients and only the masked branch is scored, the one term of Eq. (8) that depends on
+        the HMG, so the HMG's gradient is the whole loss's."""
         cfg = self.cfg
-        out = self.encode(batch, hem=self.training and cfg.dpm and cfg.beta > 0)
-        bn = self.heads["main"].neck(out["feat"])                       # f_i = BN(f_t)
-        out["bn_feat"] = bn
+        if mask_step:
+            with torch.no_grad():
+                vit = self.vit
+                tokens = vit.embed(batch.images, self._cams(batch.camids))
+                outs = []
+                for block in vit.blocks:
+                    tokens = block(tokens)
+                    outs.append(tokens)
+                bn = self.heads["main"].neck(vit.norm(tokens)[:, 0])
+            out = {"mask": self.mask_from_blocks(outs)}
+        else:
+            out = self.encode(batch, hem=self.training and cfg.dpm and cfg.beta > 0)
+            bn = self.heads["main"].neck(out["feat"])                   # f_i = BN(f_t)
+            out["bn_feat"] = bn
         w = self.prototypes
-        arc = cfg.global_classifier == "arcface"
-        out["scores"] = F.normalize(bn, dim=1) @ F.normalize(w, dim=1).t() if arc else bn @ w.t()  # [N, C]
+        if not mask_step:
+            arc = cfg.global_classifier == "arcface"
+            out["scores"] = F.normalize(bn, dim=1) @ F.normalize(w, dim=1).t() if arc else bn @ w.t()
         if "mask" in out:
             mask = out["mask"]
             if cfg.masked_classifier == "arcface":                      # Eqs. (4), (7)
@@ -314,6 +331,9 @@ class DPM(ViTBaseline):
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         """Eq. (8): alpha L_cls + (1 - alpha) L_M-cls + beta L_hem + L_tri (baseline: L_cls + L_tri)."""
         cfg, pids = self.cfg, batch.pids
+        if "scores" not in outputs:                                     # `forward(mask_step=True)`
+            return {"mask_id": (1 - cfg.alpha) * self._classify(outputs["mask_scores"], cfg.masked_classifier,
+                                                                pids)}
         id_loss = self._classify(outputs["scores"], cfg.global_classifier, pids)
         terms: dict[str, Tensor] = {}
         if "mask_scores" in outputs:
@@ -338,15 +358,15 @@ class DPM(ViTBaseline):
             return default_train_step(batch, optimizer, scaler, ctx)
         hmg = {id(p) for p in self.mask_generator.parameters()}
         terms = self._partial_step(batch, optimizer, scaler, ctx, lambda p: id(p) not in hmg)  # step 1
-        self._partial_step(batch, optimizer, scaler, ctx, lambda p: id(p) in hmg)              # step 2
+        self._partial_step(batch, optimizer, scaler, ctx, lambda p: id(p) in hmg, mask_step=True)  # step 2
         return terms
 
     @staticmethod
-    def _partial_step(batch, optimizer, scaler, ctx, trains) -> dict[str, Tensor]:
+    def _partial_step(batch, optimizer, scaler, ctx, trains, mask_step: bool = False) -> dict[str, Tensor]:
         """forward -> loss -> backward; the gradients of parameters `trains` rejects are dropped (None: the
         optimiser skips them, momentum and weight decay included) -> step."""
         with ctx.autocast():
-            outputs = ctx.forward(batch)
+            outputs = ctx.forward(batch, mask_step=True) if mask_step else ctx.forward(batch)
             terms = ctx.method.loss(outputs, batch)
         total = sum(terms.values())
         ctx.check_finite(terms, total)
