@@ -133,6 +133,7 @@ CASES = [
     pytest.param("bpbreid", {}, {}, id="bpbreid"),
     pytest.param("pab", {}, {}, id="pab"),
     pytest.param("bpsema", {}, {}, id="bpsema"),
+    pytest.param("dpm", {}, {}, id="dpm"),
 ]
 
 
