@@ -51,7 +51,8 @@ Ambiguities and the choices made (each a `DPMConfig` switch where plausible):
   backpropagates the whole loss of Eq. (8) (the masked term reaching the backbone through the mask, as in
   the code); step 2 runs the backbone without gradients and backpropagates the masked term alone, the
   only term that depends on the HMG, so the HMG's gradient equals the whole loss's at a third of the
-  cost. BatchNorm statistics (HMG, BNNeck) update in both passes (as in the code).
+  cost. BatchNorm statistics (HMG, BNNeck) update in both passes (as in the code). Under DDP this relies
+  on the engine's find_unused_parameters (step 2 leaves the backbone without gradients).
 
 The released code (stone96123/DPM, a TransReID fork) differs from the paper in:
 - HMG: max pooling instead of Eq. (3)'s average pooling; a zero-initialised linear layer after the pooling.
