@@ -8,6 +8,7 @@ image (PCB, QPM) or parsing-label groups (BPBreID's five / eight parts, RGANet's
     df = score_vs_visibility(model, dataset, data_cfg)  # per (query, part): score, visibility, occluder
     score_auc(df)                                       # ROC AUC of the score for "part visible"
     part_map_iou(model, dataset, data_cfg)              # part maps vs the labelled parts (IoU)
+    vector_shift(occluded, holistic, meta)              # a per-image vector (DPM's mask) vs its twin's
 """
 
 from __future__ import annotations
@@ -177,6 +178,24 @@ def score_auc(df: pd.DataFrame, visible_at: float = VISIBLE_AT) -> pd.DataFrame:
     return pd.DataFrame(out).T
 
 
+def vector_shift(occluded: dict[str, Tensor], holistic: dict[str, Tensor],
+                 meta: pd.DataFrame) -> pd.DataFrame:
+    """How a per-image vector (DPM's prototype mask) moves once occluders are drawn: one row per query
+    image (the keys: file names, present in both dicts and in SynthOcc's `meta`) with its occluded
+    fraction and occluder kind, the cosine between the vector and its occluder-free twin's, their mean
+    absolute difference, and the mean of each."""
+    rows = []
+    for name, vec in occluded.items():
+        twin = holistic[name].float()
+        vec = vec.float()
+        rows.append({"image": name, "occluded fraction": float(meta.loc[name, "occluded_fraction"]),
+                     "occluder": occluder_kind(meta.loc[name, "occluder"]),
+                     "cosine to twin": float(torch.nn.functional.cosine_similarity(vec, twin, dim=0)),
+                     "mean abs change": float((vec - twin).abs().mean()),
+                     "mean": float(vec.mean()), "mean (twin)": float(twin.mean())})
+    return pd.DataFrame(rows)
+
+
 def example_queries(dataset, per_kind: int = 3) -> tuple[list, list[str]]:
     """The first `per_kind` queries occluded by objects and by pedestrians, with captions
     "<occluder> (<occluded fraction>)"."""
@@ -192,4 +211,4 @@ def example_queries(dataset, per_kind: int = 3) -> tuple[list, list[str]]:
 
 
 __all__ = ["VISIBLE_AT", "example_queries", "occluder_kind", "part_map_iou", "part_visibility",
-           "query_metadata", "score_auc", "score_vs_visibility"]
+           "query_metadata", "score_auc", "score_vs_visibility", "vector_shift"]

@@ -197,15 +197,30 @@ def ranking_grid(query: np.ndarray | torch.Tensor, gallery: Sequence, matches: S
     return fig
 
 
-def correlation_heatmap(matrix: np.ndarray | torch.Tensor, labels: Sequence[str], title: str = "",
-                        vmin: float = -1.0, vmax: float = 1.0):
-    """A labelled correlation matrix (e.g. attention-head cross-correlation)."""
+def correlation_heatmap(matrices: dict[str, np.ndarray | torch.Tensor], labels: Sequence[str],
+                        vmin: float = 0.0, vmax: float = 1.0):
+    """Labelled correlation matrices side by side, one panel per {title: [H, H]} (e.g. the attention
+    heads' cross-correlation without and with DPM's HEM, its Fig. 3(a) and Fig. 4), on one colour scale."""
     import seaborn as sns
 
-    m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(0.45 * len(labels) + 2, 0.45 * len(labels) + 1.5))
-    sns.heatmap(m, vmin=vmin, vmax=vmax, cmap="coolwarm", xticklabels=labels, yticklabels=labels,
-                annot=len(labels) <= 12, fmt=".2f", square=True, ax=ax, cbar_kws={"shrink": 0.7})
-    ax.set_title(title)
+    side = 0.45 * len(labels) + 1.5
+    fig, axes = plt.subplots(1, len(matrices), figsize=(side * len(matrices) + 1, side), squeeze=False)
+    for ax, (title, matrix) in zip(axes[0], matrices.items(), strict=True):
+        m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
+        sns.heatmap(m, vmin=vmin, vmax=vmax, cmap="coolwarm", xticklabels=labels, yticklabels=labels,
+                    annot=len(labels) <= 12, fmt=".2f", square=True, ax=ax, cbar_kws={"shrink": 0.7})
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def curves(df: pd.DataFrame, xlabel: str, ylabel: str, title: str = ""):
+    """Each column of df as a line over its index (e.g. a quantity per ViT block for several models)."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.0))
+    for name in df.columns:
+        ax.plot(df.index, df[name].to_numpy(dtype=float), marker="o", ms=3, label=str(name))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -299,6 +299,21 @@ class Workbook:
         model = run.load_model(self.device)
         return {k: v.float().cpu() for k, v in model.explain(batch.to(device_of(model))).items()}
 
+    def head_correlation(self, run, batch):
+        """Cross-correlation of the heads' attention maps (`explain`'s head_attention) per image of a Batch,
+        [N, H, H] (reidlib.attention; DPM's Fig. 3(a) and Fig. 4)."""
+        from reidlib.attention import head_correlation
+
+        return head_correlation(self.explain(run, batch)["head_attention"])
+
+    def similarity_gap(self, run, batch):
+        """Per block of a ViT run, the similarity gap of its most dissimilar patch tokens over a Batch,
+        [blocks] (reidlib.attention; DPM's Fig. 3(b))."""
+        from reidlib.attention import similarity_gap
+
+        model = run.load_model(self.device)
+        return similarity_gap([t.float().cpu() for t in model.block_tokens(batch.to(device_of(model)))])
+
     def score_vs_visibility(self, run) -> pd.DataFrame:
         """Per (query, part): the run's part score, the part's true visible fraction, the occluder kind
         (reidlib.visibility; SynthOcc only)."""
@@ -312,6 +327,24 @@ class Workbook:
         from reidlib.visibility import part_map_iou
 
         return part_map_iou(run.load_model(self.device), self.data(run.config), run.config.data)
+
+    def extras_vs_occlusion(self, run, key: str, twin: str = "holistic") -> pd.DataFrame:
+        """Per query: how the run's per-image vector `key` of `Embedding.extras` (DPM: the prototype mask)
+        differs from its occluder-free twin's, beside the occluded fraction (reidlib.visibility.vector_shift;
+        SynthOcc only). The embeddings are the evaluation's (cached)."""
+        from reidlib.visibility import query_metadata, vector_shift
+
+        data, flip = run.config.data, run.config.train.flip_test
+        vectors = {}
+        for protocol in (data.protocol, twin):
+            cfg = replace(data, protocol=protocol)
+            (emb, _, _), _ = self._embeddings(run, cfg, flip)
+            if key not in emb.extras:
+                raise ValueError(f"{run.config.method}'s embeddings carry no {key!r} "
+                                 f"(their extras: {list(emb.extras)})")
+            names = [Path(r.path).name for r in self.data(cfg).query]
+            vectors[protocol] = dict(zip(names, emb.extras[key], strict=True))
+        return vector_shift(vectors[data.protocol], vectors[twin], query_metadata(self.data(data)))
 
     def loss_curves(self, runs: dict):
         """Total training loss per epoch of several runs (from their history.jsonl)."""

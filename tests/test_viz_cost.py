@@ -74,8 +74,19 @@ def test_figures_are_written_as_png_and_pdf(tmp_path):
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
     fig = viz.part_scores_grid(images, torch.tensor([[0.9, 0.1], [0.5, 0.4]]), captions=["a", "b"])
     fig = viz.ranking_grid(images, [images, images], [[True, False], [False, True]])
-    fig = viz.correlation_heatmap(np.eye(3), ["h1", "h2", "h3"])
-    assert fig.axes
+    assert viz.correlation_heatmap({"a": np.eye(3)}, ["h1", "h2", "h3"]).axes
+
+
+def test_correlation_panels_and_curves_are_labelled():
+    import pandas as pd
+
+    fig = viz.correlation_heatmap({"without HEM": np.eye(2), "with HEM": torch.eye(2)}, ["h1", "h2"])
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["without HEM", "with HEM"]
+    df = pd.DataFrame({"baseline": [0.9, 0.5], "DPM": [0.8, 0.4]}, index=[1, 2])
+    ax = viz.curves(df, "block", "gap").axes[0]
+    assert ax.get_xlabel() == "block"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["baseline", "DPM"]
+    assert list(ax.lines[1].get_ydata()) == [0.8, 0.4]
 
 
 def test_part_maps_grid_frames_each_map_by_its_score():

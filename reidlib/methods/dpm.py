@@ -84,7 +84,6 @@ from reidlib.methods import METHODS
 from reidlib.methods.base import Ablation, Batch, DataInfo, Embedding
 from reidlib.methods.vit_baseline import ViTBaseline, ViTBaselineConfig
 from reidlib.models.heads import angular_margin_logits
-from reidlib.models.vit import attention_logits
 
 Classifier = Literal["softmax", "arcface"]
 PAPER_BLOCKS = (2, 4, 10, 12)   # Sec. 3.1 / 3.2: the blocks Swin merges patches after, and the last
@@ -270,15 +269,13 @@ class DPM(ViTBaseline):
         """f_t [N, D], the mask M_p [N, D] (with `dpm`) and, with `hem`, the last block's class-token
         scores over the patches [N, heads, L] (pre-softmax, Eq. 5's argument)."""
         vit = self.vit
-        tokens = vit.embed(batch.images, self._cams(batch.camids))     # Eq. (2)
-        outs, out = [], {}
-        for i, block in enumerate(vit.blocks):
-            if hem and i == vit.num_blocks - 1:
-                logits = attention_logits(block.attn, block.norm1(tokens))  # [N, heads, 1+L, 1+L]
-                out["cls_scores"] = logits[:, :, 0, vit.num_prefix_tokens:]
-            tokens = block(tokens)
-            outs.append(tokens)
-        out["feat"] = vit.norm(tokens)[:, 0]                            # f_t: the class token
+        outs = vit(batch.images, self._cams(batch.camids), return_all=True,      # Eq. (2), the blocks
+                   return_attention="logits" if hem else False)
+        out = {}
+        if hem:
+            outs, logits = outs                                         # [N, heads, 1+L, 1+L]
+            out["cls_scores"] = logits[:, :, 0, vit.num_prefix_tokens:]
+        out["feat"] = vit.norm(outs[-1])[:, 0]                          # f_t: the class token
         if self.mask_generator is not None:
             out["mask"] = self.mask_from_blocks(outs)
         return out
@@ -299,13 +296,8 @@ class DPM(ViTBaseline):
         cfg = self.cfg
         if mask_step:
             with torch.no_grad():
-                vit = self.vit
-                tokens = vit.embed(batch.images, self._cams(batch.camids))
-                outs = []
-                for block in vit.blocks:
-                    tokens = block(tokens)
-                    outs.append(tokens)
-                bn = self.heads["main"].neck(vit.norm(tokens)[:, 0])
+                outs = self.vit(batch.images, self._cams(batch.camids), return_all=True)
+                bn = self.heads["main"].neck(self.vit.norm(outs[-1])[:, 0])
             out = {"mask": self.mask_from_blocks(outs)}
         else:
             out = self.encode(batch, hem=self.training and cfg.dpm and cfg.beta > 0)

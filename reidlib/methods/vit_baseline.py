@@ -78,6 +78,11 @@ class ViTBaseline(GlobalBaseline):
         return {"main": self.vit(batch.images, self._cams(batch.camids))[:, 0]}  # class token f_t [N, D]
 
     @torch.no_grad()
+    def block_tokens(self, batch: Batch) -> list[Tensor]:
+        """Every block's raw output [N, 1+L, D] (reidlib.attention.similarity_gap: DPM's Fig. 3(b))."""
+        return self.vit(batch.images, self._cams(batch.camids), return_all=True)
+
+    @torch.no_grad()
     def explain(self, batch: Batch) -> dict[str, Tensor]:
         """head_attention [N, heads, gh, gw]: the last block's attention from the class token to each
         patch (softmax over all tokens, so a head's map sums to 1 minus its self-attention)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +120,7 @@ class ReIDViT(nn.Module):
       return_all=True  -> list of every block's raw output (before `norm`), num_blocks x [N, 1+L, D];
                           `vit.norm(out[-1])` equals the return_all=False result
       return_attention -> additionally the last block's per-head attention [N, heads, 1+L, 1+L]
+                          (True: softmax probabilities; "logits": the scores q k^T / sqrt(d) before it)
     """
 
     def __init__(
@@ -214,13 +216,14 @@ class ReIDViT(nn.Module):
         x: Tensor,
         camids: Tensor | None = None,
         return_all: bool = False,
-        return_attention: bool = False,
+        return_attention: bool | Literal["logits"] = False,
     ):
         tokens = self.embed(x, camids)
         outs, attn = [], None
         for i, block in enumerate(self.blocks):
             if return_attention and i == self.num_blocks - 1:
-                attn = attention_probs(block.attn, block.norm1(tokens))  # [N, heads, 1+L, 1+L]
+                scores = attention_logits if return_attention == "logits" else attention_probs
+                attn = scores(block.attn, block.norm1(tokens))  # [N, heads, 1+L, 1+L]
             tokens = block(tokens)
             outs.append(tokens)
         result = outs if return_all else self.norm(tokens)
