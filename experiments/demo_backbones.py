@@ -32,6 +32,20 @@ def schedule(epochs: int, lr: float, milestones: list[int], warmup: int = 1, **t
     return {"train": {"epochs": epochs, "lr": lr, "milestones": milestones, "warmup_epochs": warmup, **train}}
 
 
+def run_sections(doc: str, sections: dict, name: str) -> None:
+    """The command line of a sectioned experiment script: --sections (default: all, in order) run on one
+    demo Workbook `name` whose runs are cached under --out-dir (default /tmp/<name>)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", default=list(sections), choices=list(sections))
+    parser.add_argument("--out-dir", default=f"/tmp/{name}")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    wb = Workbook(name, profile="demo", out_dir=args.out_dir)
+    for section in args.sections:
+        sections[section](wb)
+
+
 def size(height: int, width: int) -> dict:
     return {"data": {"height": height, "width": width}}
 

@@ -12,10 +12,7 @@ notebook 00's ViT baseline demo run (vit_baseline.yaml demo: the hybrid ViT, 4 e
 
 from __future__ import annotations
 
-import argparse
-
-import torch
-from demo_backbones import merge, schedule  # the same override builders (this folder)
+from demo_backbones import merge, run_sections, schedule  # the same override builders (this folder)
 
 from reidlib.attention import head_correlation, head_diversity
 from reidlib.methods.dpm import ABLATIONS
@@ -96,17 +93,5 @@ def tables_section(wb: Workbook) -> None:
 SECTIONS = {"trunk": trunk_section, "scratch": scratch_section, "tables": tables_section}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
-    parser.add_argument("--out-dir", default="/tmp/dpm_demo")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    wb = Workbook("dpm_demo", profile="demo", out_dir=args.out_dir)
-    for section in args.sections:
-        SECTIONS[section](wb)
-
-
 if __name__ == "__main__":
-    main()
+    run_sections(__doc__, SECTIONS, "dpm_demo")

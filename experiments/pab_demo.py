@@ -13,10 +13,13 @@ evaluation). MobileNetV2 with ImageNet weights throughout; "the trunk" is notebo
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from demo_backbones import MOBILENET, merge, schedule  # the same override builders (this folder)
+from demo_backbones import (  # the same override builders (this folder)
+    MOBILENET,
+    merge,
+    run_sections,
+    schedule,
+)
 
 from reidlib.methods.pab import ABLATIONS
 from reidlib.visibility import score_auc
@@ -163,17 +166,5 @@ SECTIONS = {"cells": cells_section, "rows": rows_section, "tables": tables_secti
             "heads": heads_section, "scratch": scratch_section, "pixel": pixel_section}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS))
-    parser.add_argument("--out-dir", default="/tmp/pab_demo")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    wb = Workbook("pab_demo", profile="demo", out_dir=args.out_dir)
-    for section in args.sections:
-        SECTIONS[section](wb)
-
-
 if __name__ == "__main__":
-    main()
+    run_sections(__doc__, SECTIONS, "pab_demo")

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from parsing_methods import one_thread  # noqa: F401  (autouse: one thread for tiny tensors)
 
 from reidlib import reported
 from reidlib.config import ConfigError, RunConfig, from_dict, replace
@@ -27,14 +28,6 @@ from reidlib.models.heads import angular_margin_logits
 
 IMAGE = (64, 32)
 TINY = {"backbone": "vit_tiny_ci", "pretrained": None, "patch_stride": 12}   # 4 blocks, 5 x 2 patches
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _gen(seed: int) -> torch.Generator:
