@@ -85,7 +85,8 @@ class NotebookResult:
 
 
 def discover(selection: list[str] | None = None, root: Path | None = None) -> list[Path]:
-    """Notebooks `NN_name.ipynb` in order; `selection` items match a number ("03"), a name ("qpm") or both."""
+    """Notebooks `NN_name.ipynb` in order; `selection` items match a number ("03"), a name ("qpm",
+    "pab_reid"), the name's first word ("pab" for 01_pab_reid) or the whole stem."""
     folder = notebooks_dir(root)
     found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if not selection:
@@ -93,7 +94,8 @@ def discover(selection: list[str] | None = None, root: Path | None = None) -> li
     chosen = []
     for item in selection:
         key = item.removesuffix(".ipynb")
-        hits = [p for p in found if key in (p.stem, p.stem[:2], paper_name(p.stem))]
+        hits = [p for p in found
+                if key in (p.stem, p.stem[:2], paper_name(p.stem), paper_name(p.stem).split("_")[0])]
         if not hits:
             known = ", ".join(p.stem for p in found) or "(none)"
             raise ValueError(f"no notebook matches {item!r}; known: {known}")

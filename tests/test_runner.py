@@ -41,6 +41,8 @@ def project(tmp_path):
 
 def test_discover_selects_by_number_and_name(project):
     assert [p.stem for p in runner.discover(["02", "good"], project)] == ["02_bad", "01_good"]
+    shipped = [p.stem for p in runner.discover(["pab", "bpsema_reid", "03"])]   # the repository's notebooks
+    assert shipped == ["01_pab_reid", "02_bpsema_reid", "03_qpm"]
     with pytest.raises(ValueError, match="no notebook matches 'nope'; known: 01_good, 02_bad, 03_slow"):
         runner.discover(["nope"], project)
 
