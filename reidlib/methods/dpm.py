@@ -324,17 +324,14 @@ class DPM(ViTBaseline):
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
         """Eq. (8): alpha L_cls + (1 - alpha) L_M-cls + beta L_hem + L_tri (baseline: L_cls + L_tri)."""
         cfg, pids = self.cfg, batch.pids
-        if "scores" not in outputs:                                     # `forward(mask_step=True)`
-            return {"mask_id": (1 - cfg.alpha) * self._classify(outputs["mask_scores"], cfg.masked_classifier,
-                                                                pids)}
-        id_loss = self._classify(outputs["scores"], cfg.global_classifier, pids)
         terms: dict[str, Tensor] = {}
         if "mask_scores" in outputs:
-            terms["id"] = cfg.alpha * id_loss
             terms["mask_id"] = (1 - cfg.alpha) * self._classify(outputs["mask_scores"], cfg.masked_classifier,
                                                                 pids)
-        else:
-            terms["id"] = id_loss
+        if "scores" not in outputs:                                     # `forward(mask_step=True)`
+            return terms
+        id_loss = self._classify(outputs["scores"], cfg.global_classifier, pids)
+        terms["id"] = cfg.alpha * id_loss if "mask_scores" in outputs else id_loss
         if "cls_scores" in outputs:
             scores = outputs["cls_scores"].float()
             a = self.head_attention(scores) if cfg.hem_scores == "softmax" else scores  # Eq. (5) / code
