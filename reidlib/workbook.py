@@ -103,14 +103,19 @@ class Workbook:
 
     def resolve_stage(self, cfg: RunConfig) -> RunConfig:
         """`cfg` with an `init_from` that names a config replaced by "<method>/<key>" of that stage's run,
-        trained here on the same data with the notebook's seed (so the seed-spread runs share it)."""
+        trained here on the same data with the notebook's seed (so the seed-spread runs share it) and with
+        the run's values of the method's `stage_fields` (e.g. RGANet's K: each Fig. 3(c) row its prompt)."""
         if cfg.init_from is None or "/" in cfg.init_from:
             return cfg
+        default = self.config(cfg.init_from)
+        own = methods.build_config(default.method, default.model)   # the stage's own settings
         data = {k: getattr(cfg.data, k) for k in STAGE_DATA_FIELDS}
-        stage_cfg = self.config(cfg.init_from, {"data": data}, tag=cfg.init_from)
-        stage = self.train(stage_cfg)
-        label = cfg.init_from + "".join(f" ({k}={v})" for k, v in data.items()
-                                        if v != getattr(self.config(cfg.init_from).data, k))
+        model = {k: cfg.model[k] for k in methods.get(cfg.method).stage_fields
+                 if k in cfg.model and hasattr(own, k)}
+        stage = self.train(self.config(cfg.init_from, {"data": data, "model": model}, tag=cfg.init_from))
+        changed = [(k, v) for k, v in data.items() if v != getattr(default.data, k)]
+        changed += [(k, v) for k, v in model.items() if v != getattr(own, k)]
+        label = cfg.init_from + "".join(f" ({k}={v})" for k, v in changed)
         self.stages[label] = stage
         return replace(cfg, init_from=f"{stage.config.method}/{stage.key}")
 
@@ -213,15 +218,24 @@ class Workbook:
 
     def cost(self, run, batch: int = 16) -> dict:
         """Parameters, FLOPs, train s/iter (the method's own training step with the run's optimiser) and
-        inference ms/image of a trained run, measured here on a batch of its own training images."""
+        inference ms/image of a trained run, or of a RunConfig's untrained model (the cost is the same:
+        e.g. another paper's method beside this one's without training it), measured here on a batch of
+        its own training images."""
         from reidlib.cost import cost_row
         from reidlib.data.loader import build_train_loader
-        from reidlib.methods.base import Batch
+        from reidlib.engine.distributed import env_context, resolve_device
+        from reidlib.engine.loop import memory_format
+        from reidlib.methods.base import Batch, DataInfo
 
-        cfg = run.config
-        item = next(iter(build_train_loader(self.data(cfg), cfg.data, seed=cfg.seed)))
+        cfg = run if isinstance(run, RunConfig) else run.config
+        data = self.data(cfg)
+        item = next(iter(build_train_loader(data, cfg.data, seed=cfg.seed)))
         sample = Batch.from_loader(item, cfg.data)[:batch]
-        model = run.load_model(self.device)
+        if isinstance(run, RunConfig):
+            model = methods.build(cfg.method, cfg.model, DataInfo.from_dataset(data, cfg.data))
+            model = memory_format(model, cfg.train).to(resolve_device(self.device, env_context())).eval()
+        else:
+            model = run.load_model(self.device)
         return cost_row(model, sample.to(device_of(model)), cfg.train)
 
     def rankings(self, runs, queries: int = 4, top: int = 8, data_overrides: dict | None = None,
@@ -294,10 +308,11 @@ class Workbook:
         loader = build_test_loader(records, cfg.data, root=self.data(cfg).root, with_masks=masks)
         return Batch.from_loader(next(iter(loader)), cfg.data)
 
-    def explain(self, run, batch) -> dict:
-        """`explain` of a trained run on a Batch (tensors on the CPU)."""
+    def explain(self, run, batch, hook: str = "explain") -> dict:
+        """`explain` (or another hook returning named tensors, e.g. RGANet's `assessment`) of a trained run
+        on a Batch (tensors on the CPU)."""
         model = run.load_model(self.device)
-        return {k: v.float().cpu() for k, v in model.explain(batch.to(device_of(model))).items()}
+        return {k: v.float().cpu() for k, v in getattr(model, hook)(batch.to(device_of(model))).items()}
 
     def head_correlation(self, run, batch):
         """Cross-correlation of the heads' attention maps (`explain`'s head_attention) per image of a Batch,

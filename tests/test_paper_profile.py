@@ -107,6 +107,13 @@ def ide_run(fake_root, runs_dir):
     return train(smoke_config("qpm_ide", fake_root), runs_dir, progress="off")
 
 
+@pytest.fixture(scope="module")
+def rganet_prompt_run(fake_root, runs_dir):
+    """RGANet's prompt stage (configs/rganet.yaml `init_from: rganet_prompt`), as Workbook.resolve_stage
+    trains it, with the small batch of its case below."""
+    return train(smoke_config("rganet_prompt", fake_root, data=SMALL_BATCH), runs_dir, progress="off")
+
+
 def test_fake_tree_has_a_gallery_camera_the_training_split_lacks(fake_root):
     from reidlib.data import load_dataset
 
@@ -121,7 +128,8 @@ def test_fake_tree_has_a_gallery_camera_the_training_split_lacks(fake_root):
 # Occluded-Duke setting; the yaml says 12) differs from 12 only in the patch grid (22 x 11 instead of
 # 21 x 10 patches at 256 x 128): it runs at the paper's resolution with a 4 x 2 batch, the same code for an
 # eighth of the cost. DPM (stride 11, two steps per iteration) runs with the same small batch: at 16 x 4 its
-# one step alone took about six minutes here.
+# one step alone took about six minutes here. RGANet's two stages (CLIP ViT-B/16 and its 12-block text
+# encoder) run with it too, and the memory bank's initial pass reads 16 training images, not all 128.
 SMALL_BATCH = {"batch_p": 4, "batch_k": 2}
 CASES = [
     pytest.param("bot", {}, {}, id="bot"),
@@ -135,6 +143,8 @@ CASES = [
     pytest.param("pab", {}, {}, id="pab"),
     pytest.param("bpsema", {}, {}, id="bpsema"),
     pytest.param("dpm", {}, SMALL_BATCH, id="dpm-batch4x2"),
+    pytest.param("rganet_prompt", {}, SMALL_BATCH, id="rganet_prompt-batch4x2"),
+    pytest.param("rganet", {"memory_init_images": 16}, SMALL_BATCH, id="rganet-batch4x2"),
 ]
 
 
@@ -142,14 +152,15 @@ CASES = [
 @pytest.mark.parametrize(("name", "model", "data"), CASES)
 def test_paper_profile_trains_a_step_and_evaluates(name, model, data, fake_root, runs_dir, request):
     paper = profile_config(name, "paper")
-    if name == "qpm_ide":
-        run = request.getfixturevalue("ide_run")
+    stages = {"qpm": ("qpm_ide", "ide_run"), "rganet": ("rganet_prompt", "rganet_prompt_run")}
+    if name in ("qpm_ide", "rganet_prompt"):
+        run = request.getfixturevalue({"qpm_ide": "ide_run", "rganet_prompt": "rganet_prompt_run"}[name])
     else:
         top = {}
-        if name == "qpm":
-            assert paper["init_from"] == "qpm_ide"
-            ide = request.getfixturevalue("ide_run")
-            top["init_from"] = f"{ide.config.method}/{ide.key}"  # what Workbook.resolve_stage fills in
+        if name in stages:
+            assert paper["init_from"] == stages[name][0]
+            stage = request.getfixturevalue(stages[name][1])
+            top["init_from"] = f"{stage.config.method}/{stage.key}"  # what Workbook.resolve_stage fills in
         run = train(smoke_config(name, fake_root, model, data, **top), runs_dir, progress="off")
 
     assert run.finished and run.status == "finished" and not run.reused
@@ -178,5 +189,12 @@ def test_paper_profile_trains_a_step_and_evaluates(name, model, data, fake_root,
         assert blob["state_dict"]["vit.sie_embed"].shape[0] == TRAIN_CAMS
     if name == "qpm":
         assert run.config.init_from.startswith("qpm/")
-    if name in ("bpbreid", "pab", "bpsema"):  # K parts from PifPaf fields (PAB-ReID: six, Fig. 2)
-        assert len(blob["info"]["part_names"]) == {"bpbreid": 8, "pab": 6, "bpsema": 8}[name]
+    parts = {"bpbreid": 8, "pab": 6, "bpsema": 8, "rganet_prompt": 8}
+    if name in parts:  # K parts from PifPaf fields (PAB-ReID: six, Fig. 2; RGANet's "eight", merged)
+        assert len(blob["info"]["part_names"]) == parts[name]
+    if name == "rganet":  # the prompt learnt by the stage, frozen in the main stage
+        assert run.config.init_from.startswith("rganet_prompt/")
+        stage = torch.load(request.getfixturevalue("rganet_prompt_run").path / "model.pt", map_location="cpu",
+                           weights_only=True)["state_dict"]
+        for key in ("prompts.ctx", "prompts.background"):
+            assert torch.equal(blob["state_dict"][key], stage[key])

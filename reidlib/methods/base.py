@@ -26,9 +26,10 @@ Optional hooks, with defaults here: `distance` (the paper's matching rule, chunk
 figures' maps under `EXPLAIN_KEYS`), `train_step` (one optimisation step: DPM's two-step update overrides
 it), `on_train_start` (a pass over the training data before the first epoch: RGANet's memory bank),
 `param_groups` (per-module learning rates), `load_stage` (weights of an earlier training stage) and
-`part_layout` (what the parts of `part_scores` are, for the visibility analysis). Ablations are switches
-on the config, named after the paper's table rows in `ablations`. The engine reads nothing else: no
-signature is inspected.
+`part_layout` (what the parts of `part_scores` are, for the visibility analysis); `stage_fields` names the
+config fields an `init_from` stage is trained with from the run's own (RGANet's prompt length).
+Ablations are switches on the config, named after the paper's table rows in `ablations`. The engine reads
+nothing else: no signature is inspected.
 """
 
 from __future__ import annotations
@@ -254,6 +255,7 @@ class ReIDMethod(nn.Module):
     test_masks: ClassVar[bool] = False   # test batches too (embed / explain read them)
     ablations: ClassVar[dict[str, Ablation]] = {}
     backbone_attribute: ClassVar[str] = "backbone"  # the module whose stride or patch `min_image_size` reads
+    stage_fields: ClassVar[tuple[str, ...]] = ()  # model fields the `init_from` stage takes from the run
 
     def __init__(self, cfg: Any, info: DataInfo):
         super().__init__()

@@ -28,7 +28,7 @@ from reidlib.config import ConfigError, check_range
 from reidlib.methods import METHODS
 from reidlib.methods.base import Batch, DataInfo
 from reidlib.methods.global_baseline import GlobalBaseline, GlobalLossConfig, TestFeature
-from reidlib.models import backbone_kind, build_backbone
+from reidlib.models import backbone_family, build_backbone
 
 
 @dataclass
@@ -49,6 +49,19 @@ class CLIPBaselineConfig(GlobalLossConfig):
         check_range("model.sie_coef", self.sie_coef, 0.0)
 
 
+def build_clip_encoder(cfg: CLIPBaselineConfig, info: DataInfo):
+    """The CLIP backbone of `cfg` sized by `info` (camera SIE when `sie_camera`), its image-text
+    temperature frozen (unused for ReID); a backbone that is not CLIP is refused before it is built."""
+    if backbone_family(cfg.backbone) != "clip":
+        raise ConfigError(f"model.backbone={cfg.backbone!r} is not a CLIP model; use clip_vit_b16, "
+                          "clip_small_hybrid or clip_tiny_ci")
+    cameras = info.num_cameras if cfg.sie_camera else 0
+    clip = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(info.image_size),
+                          quick_gelu=cfg.quick_gelu, num_cameras=cameras, sie_coef=cfg.sie_coef)
+    clip.logit_scale.requires_grad_(False)
+    return clip
+
+
 @METHODS.register("clip_baseline")
 class CLIPBaseline(GlobalBaseline):
     """CLIP image encoder -> (f, f_proj) -> two BNNecks -> ID classifiers; losses: id, id_proj,
@@ -58,15 +71,9 @@ class CLIPBaseline(GlobalBaseline):
     backbone_attribute = "clip"
 
     def __init__(self, cfg: CLIPBaselineConfig, info: DataInfo):
-        cameras = info.num_cameras if cfg.sie_camera else 0
-        clip = build_backbone(cfg.backbone, pretrained=cfg.pretrained, img_size=tuple(info.image_size),
-                              quick_gelu=cfg.quick_gelu, num_cameras=cameras, sie_coef=cfg.sie_coef)
-        if backbone_kind(clip) != "clip":
-            raise ConfigError(f"model.backbone={cfg.backbone!r} is not a CLIP model; use clip_vit_b16, "
-                              "clip_small or clip_tiny_ci")
+        clip = build_clip_encoder(cfg, info)
         if cfg.penultimate_triplet and clip.num_blocks < 2:
             raise ConfigError("model.penultimate_triplet needs a CLIP encoder with at least 2 blocks")
-        clip.logit_scale.requires_grad_(False)  # the image-text temperature: unused without text
         super().__init__(cfg, info, {"main": clip.width, "proj": clip.embed_dim})
         self.clip = clip
 
@@ -87,4 +94,4 @@ class CLIPBaseline(GlobalBaseline):
         return {"activation": self.clip.spatial(patches).norm(dim=1)}
 
 
-__all__ = ["CLIPBaseline", "CLIPBaselineConfig"]
+__all__ = ["CLIPBaseline", "CLIPBaselineConfig", "build_clip_encoder"]

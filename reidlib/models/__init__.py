@@ -68,6 +68,11 @@ def build_backbone(
     return factory(pretrained=pretrained, sha256=sha256, **kwargs)
 
 
+def backbone_family(name: str) -> str:
+    """'cnn', 'vit' or 'clip' for backbone `name` without building it (what `backbone_kind` says of it)."""
+    return {vit.__name__: "vit", clip.__name__: "clip"}.get(BACKBONES.get(name).__module__, "cnn")
+
+
 def min_input_side(backbone: nn.Module, cells: int = 1) -> int:
     """The smallest image side giving `cells` feature-map cells (or patch tokens) along it: a CNN's output
     stride per cell; for a ViT or CLIP, one patch plus one patch stride per further cell."""
@@ -90,6 +95,7 @@ __all__ = [
     "BACKBONES",
     "LoadReport",
     "WeightsError",
+    "backbone_family",
     "backbone_kind",
     "build_backbone",
     "default_weights_dir",
