@@ -27,6 +27,7 @@ _MODULES: list[str] = [
     "vit_baseline",
     "dpm",
     "clip_baseline",
+    "rganet",
 ]
 
 _loaded = False
