@@ -175,8 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="ignore cached finished runs")
     p.set_defaults(func=_cmd_reproduce)
 
-    p = sub.add_parser("summary", help="one table of every notebook and run under runs/",
-                       description="Gather the metrics sidecars under RUNS_DIR into one table.")
+    p = sub.add_parser("summary", help="the notebooks and training runs under runs/",
+                       description="Gather the metrics sidecars under RUNS_DIR into a short table (status,"
+                                   " mAP, Rank-1 per notebook) and a details table of every headline"
+                                   " metric, and list the cached training runs.")
     p.add_argument("runs_dir", nargs="?", default="runs")
     p.set_defaults(func=_cmd_summary)
 

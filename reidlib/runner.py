@@ -6,6 +6,8 @@ Layout under OUT_DIR (default `runs/`):
     notebooks/<profile>/<name>.log          papermill's stdout/stderr
     notebooks/<profile>/<name>.status.json  running/passed/failed/timeout/interrupted, duration, error
     results/<profile>/<paper>/metrics.json  the notebook's own sidecar of headline metrics
+    summary.{csv,md}                        one row per notebook: status, duration, mAP, Rank-1, error
+    summary_details.{csv,md}                one row per notebook and headline metric
 
 Before a notebook starts, what its previous run left is removed (its results folder and the figures its
 sidecar lists) and its status becomes `running`: a run that fails, times out or is stopped never shows an
@@ -259,7 +261,8 @@ def _read_metrics(out_dir: Path, profile: str, notebook: str) -> dict:
 def reproduce(papers: list[str] | None = None, profile: str = "demo", dataset: str | None = None,
               data_root: str | None = None, jobs: int = 1, timeout: float | None = None,
               out_dir: str | Path = "runs", retrain: bool = False, root: Path | None = None) -> int:
-    """Run the selected notebooks; print the summary table; exit code 0 only when every notebook passed."""
+    """Run the selected notebooks; write the summary tables and print the short one; exit code 0 only when
+    every notebook passed."""
     check_profile(profile)
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
@@ -284,9 +287,7 @@ def reproduce(papers: list[str] | None = None, profile: str = "demo", dataset: s
 
     with _stop_on_signals(stop), ThreadPoolExecutor(max_workers=jobs) as pool:
         results = [r for r in pool.map(one, notebooks) if r is not None]
-    table = summary_table(out_dir, profile)
-    _write_summary(table, out_dir)
-    print(table.to_markdown(index=False))
+    _publish_summary(out_dir, summary_table(out_dir, profile), details_table(out_dir, profile))
     if stop.is_set():
         skipped = len(notebooks) - len(results)
         print(f"reidlib reproduce: stopped by {stop.name()}; {skipped} notebook(s) not started", flush=True)
@@ -321,17 +322,44 @@ def _prepare_synthocc(size: str) -> None:
     print(f"SynthOcc {size}: {root} ({time.perf_counter() - start:.1f} s)", flush=True)
 
 
+# The short summary's metric columns (headline key -> column), in percent with one decimal; a notebook
+# without the key leaves the cell empty. Every headline key of every notebook goes to the details table.
+PERCENT_COLUMNS = {"mAP": "mAP", "rank1": "Rank-1", "baseline_mAP": "baseline mAP"}
+SHORT_COLUMNS = ["notebook", "profile", "status", "duration_s", *PERCENT_COLUMNS.values(), "error"]
+DETAILS_COLUMNS = ["notebook", "profile", "key", "value"]
+SUMMARY, DETAILS = "summary", "summary_details"  # runs/<name>.{csv,md}
+
+
 def summary_table(out_dir: str | Path = "runs", profile: str | None = None) -> pd.DataFrame:
-    """One row per executed notebook (status, duration, headline metrics) rebuilt from OUT_DIR."""
-    rows = []
-    for path in sorted(Path(out_dir).glob("notebooks/*/*.status.json")):
+    """One row per executed notebook, rebuilt from OUT_DIR: the same columns for every notebook (status,
+    duration, mAP / Rank-1 / baseline mAP in percent, error), however different their headlines are."""
+    rows = [{"notebook": rec["notebook"], "profile": rec["profile"], "status": rec["status"],
+             "duration_s": rec["duration_s"],
+             **{column: _percent(headline.get(key)) for key, column in PERCENT_COLUMNS.items()},
+             "error": rec.get("error", "")}
+            for rec, headline in _notebook_records(Path(out_dir), profile)]
+    return pd.DataFrame(rows, columns=SHORT_COLUMNS).astype(dict.fromkeys(PERCENT_COLUMNS.values(), float))
+
+
+def details_table(out_dir: str | Path = "runs", profile: str | None = None) -> pd.DataFrame:
+    """One row per (notebook, profile, headline key) with the value as the notebook registered it."""
+    rows = [{"notebook": rec["notebook"], "profile": rec["profile"], "key": key, "value": value}
+            for rec, headline in _notebook_records(Path(out_dir), profile) for key, value in headline.items()]
+    return pd.DataFrame(rows, columns=DETAILS_COLUMNS)
+
+
+def _notebook_records(out_dir: Path, profile: str | None) -> Iterator[tuple[dict, dict]]:
+    """Each executed notebook's status record and headline metrics, in notebook order."""
+    for path in sorted(out_dir.glob("notebooks/*/*.status.json")):
         rec = _read_status(path)
         if profile and rec["profile"] != profile:
             continue
-        metrics = _read_metrics(Path(out_dir), rec["profile"], rec["notebook"])  # re-read: may be newer
-        rows.append({"notebook": rec["notebook"], "profile": rec["profile"], "status": rec["status"],
-                     "duration_s": rec["duration_s"], **_headline(metrics), "error": rec.get("error", "")})
-    return pd.DataFrame(rows)
+        # the sidecar, not the status record: a notebook run by hand after the batch may have updated it
+        yield rec, _headline(_read_metrics(out_dir, rec["profile"], rec["notebook"]))
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100 * fraction, 1)
 
 
 def _read_status(path: Path) -> dict:
@@ -351,28 +379,45 @@ def _read_status(path: Path) -> dict:
 
 
 def _headline(metrics: dict) -> dict:
-    """The sidecar's `headline` entries (flat name -> number) become summary columns."""
+    """The sidecar's `headline` entries (flat name -> number)."""
     return {k: v for k, v in (metrics.get("headline") or {}).items() if isinstance(v, int | float)}
 
 
-def _write_summary(table: pd.DataFrame, out_dir: Path) -> None:
+def _publish_summary(out_dir: Path, table: pd.DataFrame, details: pd.DataFrame) -> None:
+    """Write runs/summary.{csv,md} and runs/summary_details.{csv,md}; print the short table and a pointer
+    to the details."""
+    _write_table(table, out_dir / SUMMARY, floatfmt=".1f")
+    _write_table(details, out_dir / DETAILS)
+    print(_markdown(table, floatfmt=".1f"))
+    print(f"({', '.join(PERCENT_COLUMNS.values())} in %; every headline metric: {out_dir / DETAILS}.md)")
+
+
+def _write_table(table: pd.DataFrame, stem: Path, floatfmt: str = "g") -> None:
     from reidlib.runs import atomic_write_text
 
-    atomic_write_text(out_dir / "summary.csv", table.to_csv(index=False))
-    atomic_write_text(out_dir / "summary.md", table.to_markdown(index=False) + "\n")
+    atomic_write_text(stem.with_suffix(".csv"), table.to_csv(index=False))
+    atomic_write_text(stem.with_suffix(".md"), _markdown(table, floatfmt) + "\n")
+
+
+def _markdown(table: pd.DataFrame, floatfmt: str = "g") -> str:
+    """A Markdown table whose missing values are empty cells (tabulate writes NaN as `nan`)."""
+    cells = table.astype(object).where(table.notna(), None)
+    return cells.to_markdown(index=False, floatfmt=floatfmt, missingval="")
 
 
 def print_summary(runs_dir: str | Path = "runs") -> int:
-    """`reidlib summary`: the notebooks table and every cached training run."""
+    """`reidlib summary`: the notebooks table (details written beside it) and every cached training run."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no runs folder at {runs_dir.resolve()}; run `reidlib reproduce` first")
     table = summary_table(runs_dir)
-    print("Notebooks:\n" + (table.to_markdown(index=False) if len(table) else "(none executed yet)"))
+    print("Notebooks:")
+    if len(table):
+        _publish_summary(runs_dir, table, details_table(runs_dir))
+    else:
+        print("(none executed yet)")
     from reidlib.runs import list_runs
 
     runs = list_runs(runs_dir)
     print("\nTraining runs:\n" + (runs.to_markdown(index=False) if len(runs) else "(none)"))
-    if len(table):
-        _write_summary(table, runs_dir)
     return 0

@@ -59,8 +59,11 @@ def test_failure_is_isolated_and_timeout_recorded(project, capsys):
     assert status["03_slow"]["status"] == "timeout"
     table = runner.summary_table(out)
     assert list(table.notebook) == ["01_good", "02_bad", "03_slow"]
-    assert table.set_index("notebook").loc["01_good", "mAP"] == 0.5
-    assert (out / "summary.md").is_file() and (out / "notebooks" / "ci" / "01_good.ipynb").is_file()
+    assert list(table.set_index("notebook").loc["01_good", ["mAP", "Rank-1"]]) == [50.0, 75.0]  # percent
+    details = runner.details_table(out)
+    assert details.values.tolist() == [["01_good", "ci", "mAP", 0.5], ["01_good", "ci", "rank1", 0.75]]
+    assert all((out / name).is_file() for name in ["summary.md", "summary.csv", "summary_details.md",
+                                                   "summary_details.csv", "notebooks/ci/01_good.ipynb"])
 
 
 def test_all_passing_exit_code_zero(project):

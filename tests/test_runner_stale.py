@@ -72,7 +72,8 @@ def test_rerun_that_stops_shows_none_of_the_earlier_results(project, mode, statu
     assert rerun["status"] == status
     assert "mAP" not in (rerun["metrics"].get("headline") or {}), "status.json carries the old headline"
     row = pd.read_csv(out / "summary.csv").set_index("notebook").loc["01_good"]
-    assert row["status"] == status and math.isnan(row.get("mAP", math.nan)), "summary shows the old mAP"
+    assert row["status"] == status and math.isnan(row["mAP"]), "summary shows the old mAP"
+    assert "01_good" not in set(pd.read_csv(out / "summary_details.csv").notebook), "details show the old mAP"
     assert not [p.name for p in _outputs(out) if p.exists()], "the old run's outputs look current"
 
 
