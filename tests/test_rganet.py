@@ -520,9 +520,10 @@ def _miou(pred: torch.Tensor, target: torch.Tensor, classes: int) -> float:
     return sum(ious) / len(ious)
 
 
-def region_map_fidelity(model, stage_cfg, dataset, shuffles: int = 20, split: str = "query") -> tuple[float, list[float]]:
+def region_map_fidelity(model, stage_cfg, dataset, shuffles: int = 20, split: str = "query"
+                        ) -> tuple[float, list[float]]:
     """mIoU over the 1 + R classes of the region maps' arg-max per cell against the pseudo labels of the
-    parsing masks (the stage's own rule), on the query images; and the same predictions shuffled over the
+    parsing masks (the stage's own rule), on the `split`'s images; and the same predictions shuffled over the
     positions of each image (the chance level a map that ignores where things are reaches)."""
     from reidlib.data.loader import build_test_loader
 

@@ -256,6 +256,7 @@ class ReIDMethod(nn.Module):
     ablations: ClassVar[dict[str, Ablation]] = {}
     backbone_attribute: ClassVar[str] = "backbone"  # the module whose stride or patch `min_image_size` reads
     stage_fields: ClassVar[tuple[str, ...]] = ()  # model fields the `init_from` stage takes from the run
+    is_stage: ClassVar[bool] = False     # only an earlier training stage of another method (not compared)
 
     def __init__(self, cfg: Any, info: DataInfo):
         super().__init__()

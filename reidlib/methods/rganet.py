@@ -193,7 +193,8 @@ class RGANet(ReIDMethod):
         # beyond the paper: the rows without RAM with the RAM rows' loss scale (sum_j w_j = 1)
         "Fixed-stripe, w = 1/N": Ablation({"regions": "stripes", "dai": False, "iai": False,
                                            "unassessed_weight": "uniform"}),
-        "RGM, w = 1/N": Ablation({"regions": "rgm", "dai": False, "iai": False, "unassessed_weight": "uniform"}),
+        "RGM, w = 1/N": Ablation({"regions": "rgm", "dai": False, "iai": False,
+                                  "unassessed_weight": "uniform"}),
         # Table VI: RGM only
         **{f'"{p}"': Ablation({"regions": "rgm", "dai": False, "iai": False, "prompt": p})
            for p in ("a photo of a [CLASS].", "a person photo of a [CLASS].",
@@ -384,6 +385,7 @@ class RGANetPrompt(RGANet):
     regions by `REGION_PARTS`); the image and text encoders stay frozen (and in eval mode)."""
 
     needs_masks = True
+    is_stage = True
     stage_fields: ClassVar[tuple[str, ...]] = ()  # its own stage (the trunk) is shared by every prompt
 
     def __init__(self, cfg: RGANetConfig, info: DataInfo):
