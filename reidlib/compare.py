@@ -1,0 +1,68 @@
+"""What the cross-paper comparison notebook (06_compare) adds to a paper's Workbook: which methods it
+compares (every registered method, so the notebook grows with the registry), their leaderboard under one
+protocol and their cost at the papers' own size.
+
+    names = leaderboard_methods()                        # e.g. bot, pcb, ..., rganet (no training stages)
+    board = leaderboard(wb, names, spread=names[:3])      # one row per method: ranks, mAP, mINP, spread
+    paper_size_cost("dpm")                               # params and FLOPs of the paper-size model
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from reidlib import methods
+from reidlib.config import RunConfig
+from reidlib.methods.base import Batch, DataInfo
+
+LEADERBOARD_METRICS = {"rank1": "Rank-1", "rank5": "Rank-5", "rank10": "Rank-10", "mAP": "mAP",
+                       "mINP": "mINP"}
+# The papers' main benchmark, Occluded-Duke: training identities and cameras size the paper-size heads.
+PAPER_TRAIN_IDS, PAPER_CAMERAS = 702, 8
+
+
+def leaderboard_methods() -> list[str]:
+    """Every registered method that is not only an earlier training stage of another (RGANet's prompt
+    stage), in the registry's order; each has its config file of the same name."""
+    return [name for name in methods.names() if not methods.get(name).is_stage]
+
+
+def leaderboard(wb, names: list[str], spread: list[str] = ()) -> pd.DataFrame:
+    """One row per method: its run under the profile's own config (the run its paper notebook trains, so
+    the main job reuses it from the cache), the ranking metrics in percent and, for the methods in
+    `spread`, the max - min of mAP and Rank-1 over the notebook's seed and the next."""
+    rows = {}
+    for name in names:
+        cfg = wb.config(name)
+        run = wb.train(cfg)
+        row = {label: 100 * run.metrics[key] for key, label in LEADERBOARD_METRICS.items()}
+        if name in spread:
+            gap = wb.seed_spread(cfg, seeds=(wb.seed + 1,))
+            row.update({"mAP spread": 100 * gap["mAP"], "Rank-1 spread": 100 * gap["rank1"]})
+        row.update(backbone=cfg.model.get("backbone", "-"), size=f"{cfg.data.height}x{cfg.data.width}",
+                   trunk=cfg.init_from or "-")
+        rows[name] = row
+    return pd.DataFrame(rows).T.rename_axis("method")
+
+
+def paper_size_cost(name: str) -> dict[str, float]:
+    """Parameters and inference FLOPs per image of method `name` at its paper profile's settings (its
+    image size and backbone, random weights: the cost does not depend on them), one forward pass on CPU."""
+    from reidlib.cost import count_parameters, inference_flops
+    from reidlib.data.masks import part_names
+
+    cfg = RunConfig.from_profile(name, "paper", {"model": {"pretrained": None}})
+    parts = tuple(part_names(cfg.data.mask_grouping)) if cfg.data.masks else ()
+    size = (cfg.data.height, cfg.data.width)
+    info = DataInfo(num_classes=PAPER_TRAIN_IDS, num_cameras=PAPER_CAMERAS, image_size=size, part_names=parts)
+    model = methods.build(cfg.method, cfg.model, info).eval()
+    images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    masks = torch.rand(1, len(parts) + 1, *size).softmax(1) if model.test_masks else None
+    batch = Batch(images=images, camids=torch.zeros(1, dtype=torch.long), masks=masks)
+    return {"params (M)": count_parameters(model) / 1e6,
+            "GFLOPs / image": inference_flops(model, batch) / 1e9,
+            "size": f"{size[0]}x{size[1]}", "backbone": cfg.model.get("backbone", "-")}
+
+
+__all__ = ["LEADERBOARD_METRICS", "leaderboard", "leaderboard_methods", "paper_size_cost"]

@@ -1,0 +1,38 @@
+"""The comparison notebook's library part (reidlib.compare): which methods it compares, the leaderboard
+and the paper-size cost."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from reidlib import compare, methods
+
+
+def test_every_registered_method_but_training_stages_is_compared():
+    names = compare.leaderboard_methods()
+    assert "rganet_prompt" not in names and methods.get("rganet_prompt").is_stage
+    assert set(names) | {"rganet_prompt"} == set(methods.names())
+    from reidlib.config import packaged_config
+
+    for name in names:                                     # each has its own config file
+        assert packaged_config(name)["paper"]["method"] == name
+
+
+def test_paper_size_cost_counts_the_paper_model():
+    cost = compare.paper_size_cost("bot")
+    # torchvision's ResNet-50 without its fc (23,508,032) + BNNeck (2 x 2048) + a 702-way classifier
+    assert cost["params (M)"] == pytest.approx((23_508_032 + 2 * 2048 + 702 * 2048) / 1e6)
+    assert cost["size"] == "256x128" and 7 < cost["GFLOPs / image"] < 9   # ResNet-50 last stride 1
+
+
+def test_leaderboard_rows_with_and_without_seed_spread(tmp_path):
+    from reidlib.workbook import Workbook
+
+    wb = Workbook("compare", profile="ci", out_dir=str(tmp_path))
+    board = compare.leaderboard(wb, ["bot", "pcb"], spread=["bot"])
+    assert list(board.index) == ["bot", "pcb"]
+    assert all(0 <= board.loc[m, "mAP"] <= 100 for m in board.index)
+    assert board.loc["bot", "mAP spread"] >= 0 and math.isnan(board.loc["pcb", "mAP spread"])
+    assert board.loc["bot", "trunk"] == "-" and board.loc["pcb", "size"] == "96x48"
