@@ -24,6 +24,7 @@ The whole set is built in a temporary folder beside `out_dir` and renamed into p
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -42,8 +43,9 @@ from reidlib.data.synth.options import (
     resolve_options,
     resolve_protocols,
 )
+from reidlib.data.synth.paste import occlude_photo, person_labels
 from reidlib.data.synth.protocols import PROTOCOLS, SPLIT_DIRS, STREAMS, Shot, plan
-from reidlib.data.synth.render import PARSING_LABELS, PART_NAMES, World, render
+from reidlib.data.synth.render import PARSING_LABELS, PART_NAMES, World, passers_by, render
 from reidlib.data.synth.sheet import colourise, contact_sheet, describe, protocol_root, read_metadata
 
 
@@ -234,8 +236,78 @@ def ensure(size: str = "demo", seed: int = 0, cache_dir=None, protocols=None, pr
                     **options)
 
 
+# ---- occluders on a real data set's queries -------------------------------------------------------------
+OCCLUDE_STREAM = 0x0C  # random stream of the pasted occluders, apart from the generator's streams
+OCCLUDED_QUERIES_META = "occluded_queries.json"
+
+
+def _parsing_labels(record, root) -> np.ndarray | None:
+    """The record's parsing label map (SynthOcc's PARSING_LABELS), or None when the data set has none."""
+    from reidlib.data.masks import expected_mask_paths
+
+    found = [p for p in expected_mask_paths(record, root, "parsing") if p.is_file()]
+    return np.asarray(Image.open(found[0])) if found else None
+
+
+def _occlude_query(record, root, out: Path, rng, opts: dict, pedestrians) -> tuple[dict, object]:
+    """Occlude one query: write its image (and occluded label map), return its metadata row and record."""
+    name = Path(record.path).name
+    image = np.asarray(Image.open(record.path).convert("RGB"))
+    labels = _parsing_labels(record, root)
+    occluded, label, fields, parts = occlude_photo(image, person_labels(labels, image.shape[:2]), rng,
+                                                   opts, pedestrians)
+    Image.fromarray(occluded).save(out / "query" / name, quality=opts["jpeg_quality"])
+    mask_path = None
+    if labels is not None:
+        mask_path = out / "masks" / "parsing" / "query" / f"{Path(name).stem}.png"
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(label).save(mask_path, compress_level=1)
+    row = {"split": "query", "filename": name, "pid": record.pid, "camid": record.camid, "scene": "",
+           "viewpoint": "", **fields, "family": "", **parts}  # SynthOcc's column order
+    moved = dataclasses.replace(record, path=str(out / "query" / name),
+                                mask_path=None if mask_path is None else str(mask_path))
+    return row, moved
+
+
+def occlude_queries(dataset, out_root, seed: int = 0, fraction_range=DEFAULTS["occlusion_ratio"],
+                    positions=DEFAULTS["occlusion_positions"], kinds=DEFAULTS["occluder_kinds"],
+                    jpeg_quality: int = DEFAULTS["jpeg_quality"]):
+    """SynthOcc's occluders (objects and pedestrians, placed and drawn by the generator's own code) over
+    every query of a real data set, so that `reidlib.robustness` can bin its queries as it bins SynthOcc's.
+
+    Writes into `out_root`: query/<file name> (the occluded copies, same names), metadata.csv in SynthOcc's
+    format (split, filename, pid, camid, occluder, position, target / occluded fraction, vis_<part> and
+    area_<part>; scene, viewpoint and family empty) and occluded_queries.json (the parameters). Where a
+    query has a parsing label map (SynthOcc's labels, `reidlib.data.masks`), the occluded fraction is over
+    the person's labelled pixels, the per-part columns are filled and the occluded map is written to
+    masks/parsing/query/<stem>.png; without one the fraction is over the whole crop and parts are empty.
+    Deterministic in (seed, options, query order). Returns `dataset` with these queries (same gallery)."""
+    opts = resolve_options("ci", occlusion_ratio=fraction_range, occlusion_positions=positions,
+                           occluder_kinds=kinds, jpeg_quality=jpeg_quality)
+    names = [Path(r.path).name for r in dataset.query]
+    if len(set(names)) < len(names):
+        raise ValueError(f"{dataset.name}'s queries repeat file names; occlude_queries writes one folder")
+    out = Path(out_root)
+    if (out / "query").resolve() in {Path(r.path).resolve().parent for r in dataset.query}:
+        raise ValueError(f"{out} holds the original queries; give another folder for the occluded copies")
+    (out / "query").mkdir(parents=True, exist_ok=True)
+    pedestrians, rows, records = passers_by(seed), [], []
+    for i, record in enumerate(dataset.query):  # one random stream per query: any query reproduces alone
+        rng = np.random.default_rng([seed, OCCLUDE_STREAM, i])
+        row, moved = _occlude_query(record, dataset.root, out, rng, opts, pedestrians)
+        rows.append(row)
+        records.append(moved)
+    _write_csv(out / "metadata.csv", rows)
+    options = ("occlusion_ratio", "occlusion_positions", "occluder_kinds", "jpeg_quality")
+    _write_json(out / OCCLUDED_QUERIES_META, {
+        "generator": "reidlib.data.synthocc.occlude_queries", "version": VERSION, "seed": int(seed),
+        "dataset": dataset.name, "queries": len(rows), "options": jsonable({k: opts[k] for k in options})})
+    return dataclasses.replace(dataset, name=f"{dataset.name} (SynthOcc occluders)", query=records)
+
+
 __all__ = [
     "VERSION", "PRESETS", "DEFAULTS", "PARSING_LABELS", "PART_NAMES", "PROTOCOLS", "SPLIT_DIRS",
     "generate", "ensure", "resolve_options", "resolve_protocols", "parameters_key", "default_cache_dir",
     "is_complete", "protocol_root", "read_metadata", "describe", "contact_sheet", "colourise",
+    "occlude_queries",
 ]

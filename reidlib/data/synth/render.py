@@ -50,13 +50,11 @@ class World:
         taken: set = set()  # looks in use: train and test identities never look the same
         train = make_identities(rng, n_train, 1, 1, *family, taken=taken)
         test = make_identities(rng, n_test, n_train + 1, train[-1].family + 1, *family, taken=taken)
-        passer_rng = np.random.default_rng([seed, 0xBE])
-        passers = [sample_identity(passer_rng, pid=0, family=0) for _ in range(NUM_PASSERS_BY)]
         cams = {
             c: make_camera(seed, c, opts["height"], opts["width"], opts["camera_strength"])
             for c in range(1, opts["num_cameras"] + 1)
         }
-        return cls(seed, opts, {i.pid: i for i in train + test}, cams, passers)
+        return cls(seed, opts, {i.pid: i for i in train + test}, cams, passers_by(seed))
 
     def pedestrian_pool(self, pid: int) -> list[Identity]:
         """Identities that may occlude `pid`: others of its own split (look-alike crowds) and passers-by."""
@@ -69,7 +67,13 @@ class World:
         return same + self.passers_by
 
 
-def _occluder_choice(rng: np.random.Generator, positions: tuple[str, ...], kinds: tuple[str, ...]):
+def passers_by(seed: int) -> list[Identity]:
+    """The identities of a generation that only ever appear as occluding pedestrians."""
+    rng = np.random.default_rng([seed, 0xBE])
+    return [sample_identity(rng, pid=0, family=0) for _ in range(NUM_PASSERS_BY)]
+
+
+def occluder_choice(rng: np.random.Generator, positions: tuple[str, ...], kinds: tuple[str, ...]):
     """A (position, kind) pair: positions keep their relative weights, kinds share a position's weight."""
     pairs, weights = [], []
     for pos in positions:
@@ -112,7 +116,6 @@ def _row(
     target: float = 0.0,
 ) -> dict:
     """The metadata of one image (without split and filename, which the writer adds)."""
-    person_total = int(areas[1:].sum())
     row = {
         "pid": shot.pid,
         "camid": shot.camid,
@@ -121,14 +124,24 @@ def _row(
         "occluder": occluder,
         "position": position,
         "target_fraction": round(float(target), 4),
-        "occluded_fraction": round(1.0 - float(visible[1:].sum()) / max(person_total, 1), 4),
+        "occluded_fraction": occluded_fraction(areas, visible),
         "family": ident.family,
     }
-    for k, name in enumerate(PART_NAMES, start=1):
-        row[f"vis_{name}"] = round(float(visible[k]) / float(areas[k]), 4) if areas[k] else float("nan")
-    for k, name in enumerate(PART_NAMES, start=1):
-        row[f"area_{name}"] = int(areas[k])
-    return row
+    return {**row, **part_columns(areas, visible)}
+
+
+def occluded_fraction(areas: np.ndarray, visible: np.ndarray) -> float:
+    """Share of the person's pixels hidden: `areas` / `visible` are pixel counts per label (label 0 is
+    background and occluders) before and after the occluder (or crop)."""
+    return round(1.0 - float(visible[1:].sum()) / max(int(areas[1:].sum()), 1), 4)
+
+
+def part_columns(areas: np.ndarray, visible: np.ndarray) -> dict:
+    """vis_<part> (visible share of the part's pixels; NaN where the body itself hides the part) and
+    area_<part> (its pixels without the occluder) for each of PART_NAMES, from per-label pixel counts."""
+    vis = {f"vis_{name}": round(float(visible[k]) / float(areas[k]), 4) if areas[k] else float("nan")
+           for k, name in enumerate(PART_NAMES, start=1)}
+    return {**vis, **{f"area_{name}": int(areas[k]) for k, name in enumerate(PART_NAMES, start=1)}}
 
 
 def render(shot: Shot, world: World, variants) -> dict[str, tuple[np.ndarray, np.ndarray, dict]]:
@@ -168,7 +181,7 @@ def render(shot: Shot, world: World, variants) -> dict[str, tuple[np.ndarray, np
             )
     if "occluded" in variants:
         occ_rng = np.random.default_rng(key + [4])
-        position, occluder = _occluder_choice(occ_rng, opts["occlusion_positions"], opts["occluder_kinds"])
+        position, occluder = occluder_choice(occ_rng, opts["occlusion_positions"], opts["occluder_kinds"])
         target = float(occ_rng.uniform(*opts["occlusion_ratio"]))
         occlude(canvas, occ_rng, occluder, position, target, world.pedestrian_pool(shot.pid), body_h)
         visible = np.bincount(canvas.label.ravel(), minlength=len(PARSING_LABELS))
