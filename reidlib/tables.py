@@ -12,10 +12,13 @@ results (fractions) into that layout; `compare` stacks both with a `source` leve
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -220,14 +223,19 @@ def compare(
 SPREAD_PREFIX = "seed spread"  # Workbook.ablation_table's label of the seed-spread row
 
 
-def separation(table: pd.DataFrame, metric: str = "mAP", paper_dataset: str | None = None) -> pd.DataFrame:
-    """Which of an ablation table's steps our runs reproduce. Reading the paper's table down, each row is
-    compared with the row above it (both with a reported and a reproduced value): the paper's difference
-    in `metric` on `paper_dataset` (default: its first data set; e.g. "Occluded-Duke" for SynthOcc's
-    occluded protocol), ours on our data set, and a verdict against the table's seed-spread
-    row (`Workbook.ablation_table(..., spread_row=...)`): "as in the paper" or "reversed" when our
-    difference is larger than the spread ("the paper shows none" when its difference is 0), "within seed
-    spread" (not shown by our runs) otherwise."""
+@dataclass(frozen=True)
+class _AblationValues:
+    """One metric of an ablation table: the paper's and our values of the rows both have (paper order),
+    our seed spread, and the data sets they were read on."""
+
+    paper: pd.Series
+    ours: pd.Series
+    spread: float
+    paper_data: str
+    ours_data: str
+
+
+def _ablation_values(table: pd.DataFrame, metric: str, paper_dataset: str | None) -> _AblationValues:
     methods = list(dict.fromkeys(table.index.get_level_values("method")))
     spread_rows = [m for m in methods if m.startswith(SPREAD_PREFIX)]
     if not spread_rows:
@@ -243,16 +251,158 @@ def separation(table: pd.DataFrame, metric: str = "mAP", paper_dataset: str | No
         raise TableError(f"the paper's table has no {paper_data!r} column; it has {list(paper.columns)}")
     both = [m for m in methods if m in paper.index and m in ours_by_data.index
             and not math.isnan(paper.loc[m, paper_data]) and not math.isnan(ours_by_data.loc[m, ours_data])]
-    columns = [f"paper ({paper_data})", f"ours ({ours_data})", "seed spread", "verdict"]
-    rows = {}
-    for above, row in zip(both[:-1], both[1:], strict=True):
-        theirs = float(paper.loc[row, paper_data] - paper.loc[above, paper_data])
-        ours = float(ours_by_data.loc[row, ours_data] - ours_by_data.loc[above, ours_data])
+    return _AblationValues(paper.loc[both, paper_data], ours_by_data.loc[both, ours_data], spread,
+                           paper_data, ours_data)
+
+
+def separation(table: pd.DataFrame, metric: str = "mAP", paper_dataset: str | None = None) -> pd.DataFrame:
+    """Which of an ablation table's steps our runs reproduce. Reading the paper's table down, each row is
+    compared with the row above it (both with a reported and a reproduced value): the paper's difference
+    in `metric` on `paper_dataset` (default: its first data set; e.g. "Occluded-Duke" for SynthOcc's
+    occluded protocol), ours on our data set, and a verdict against the table's seed-spread
+    row (`Workbook.ablation_table(..., spread_row=...)`): "as in the paper" or "reversed" when our
+    difference is larger than the spread ("the paper shows none" when its difference is 0), "within seed
+    spread" (not shown by our runs) otherwise."""
+    values = _ablation_values(table, metric, paper_dataset)
+    spread, rows = values.spread, {}
+    names = list(values.paper.index)
+    for above, row in zip(names[:-1], names[1:], strict=True):
+        theirs = float(values.paper[row] - values.paper[above])
+        ours = float(values.ours[row] - values.ours[above])
         verdict = ("within seed spread" if abs(ours) <= spread else "the paper shows none" if theirs == 0
                    else "as in the paper" if ours * theirs > 0 else "reversed")
         rows[f"{above} -> {row}"] = [theirs, ours, spread, verdict]
+    columns = [f"paper ({values.paper_data})", f"ours ({values.ours_data})", "seed spread", "verdict"]
     out = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
     return out.rename_axis(index="step", columns=f"{metric} difference")
+
+
+def ordering_share(table: pd.DataFrame, metric: str = "mAP", paper_dataset: str | None = None) -> dict:
+    """How much of an ablation table's ordering our runs keep: over every PAIR of the paper's rows that
+    we reproduced (not only consecutive steps, as `separation` reads them), the pairs where our
+    difference in `metric` has the paper's sign and exceeds the seed-spread row ("kept"), has its sign
+    but lies within the spread, or has the other sign (reversed) beyond or within the spread. Pairs the
+    paper shows as equal are counted apart and left out of the shares. Data sets as in `separation`.
+
+    Returns {"pairs", "paper shows none", "kept", "same sign within spread", "reversed beyond spread",
+    "reversed within spread", "share kept", "same sign", "share same sign"} (shares of the pairs the
+    paper orders; NaN when it orders none)."""
+    values = _ablation_values(table, metric, paper_dataset)
+    first, second = np.triu_indices(len(values.paper), k=1)   # every pair of rows, in paper order
+    theirs = values.paper.to_numpy()[second] - values.paper.to_numpy()[first]
+    ours = values.ours.to_numpy()[second] - values.ours.to_numpy()[first]
+    ordered, agree, beyond = theirs != 0, ours * theirs > 0, np.abs(ours) > values.spread
+    compared = int(ordered.sum())
+
+    def count(mask) -> int:
+        return int((ordered & mask).sum())
+
+    def share(n: int) -> float:
+        return n / compared if compared else math.nan
+
+    kept, same = count(agree & beyond), count(agree)
+    return {"pairs": len(theirs), "paper shows none": len(theirs) - compared, "kept": kept,
+            "same sign within spread": count(agree & ~beyond),
+            "reversed beyond spread": count(~agree & beyond),
+            "reversed within spread": count(~agree & ~beyond),
+            "share kept": share(kept), "same sign": same, "share same sign": share(same)}
+
+
+# ------------------------------------------------------------------------------ reproduction status
+
+NOT_RUN = "not run"
+
+
+def read_export(path: str | os.PathLike) -> pd.DataFrame:
+    """A table `export` wrote to CSV, read back with its (dataset, metric) column levels and its row
+    index (one level, or `compare`'s method and source)."""
+    with open(path, newline="") as fh:
+        head = [row for _, row in zip(range(3), csv.reader(fh), strict=False)]
+    if len(head) < 3 or [row[0] for row in head[:2]] != ["dataset", "metric"]:
+        raise TableError(f"{path} is not an exported (dataset, metric) table")
+    n_index = next((i for i, cell in enumerate(head[2]) if not cell), len(head[2]))
+    return pd.read_csv(path, header=[0, 1], index_col=list(range(n_index)))
+
+
+def _is_ablation(table: pd.DataFrame) -> bool:
+    """A `compare` table with a seed-spread row: what `ordering_share` reads."""
+    if table.index.names != ["method", "source"]:
+        return False
+    return any(str(m).startswith(SPREAD_PREFIX) for m in table.xs(REPRODUCED, level="source").index)
+
+
+def _reported_table_id(paper: str, table: pd.DataFrame) -> str | None:
+    """The id of the paper's table whose rows and values the exported table shows (exports keep no id)."""
+    from reidlib import reported
+
+    theirs = table[table.index.get_level_values("source").isin([REPORTED, COMPETITOR])].droplevel("source")
+    for table_id in reported.tables(paper):
+        candidate = reported.table(paper, table_id)
+        if set(candidate.index) != set(theirs.index) or not candidate.columns.isin(theirs.columns).all():
+            continue
+        shown = theirs.loc[candidate.index, candidate.columns].to_numpy(dtype=float)
+        if np.allclose(shown, candidate.to_numpy(dtype=float), equal_nan=True):
+            return table_id
+    return None
+
+
+def _ordering_rows(paper: str, folder: Path, metric: str) -> list[dict]:
+    """`ordering_share` of every exported ablation table of the paper, in the paper's table order."""
+    from reidlib import reported
+
+    rows = []
+    for path in sorted(folder.glob("*.csv")):
+        try:
+            table = read_export(path)
+        except (TableError, ValueError):
+            continue  # another kind of table (the steps, the scaling settings, a figure's grid)
+        if _is_ablation(table):
+            entry = _reported_table_id(paper, table) or path.stem
+            rows.append({"paper": paper, "entry": entry, "file": path.name, "status": "run",
+                         "metric": metric, **ordering_share(table, metric)})
+    order = reported.tables(paper)
+    return sorted(rows, key=lambda row: order.index(row["entry"]) if row["entry"] in order else len(order))
+
+
+def _headline_rows(paper: str, folder: Path, paper_dataset: str) -> list[dict]:
+    """The notebook's headline ranking metrics (metrics.json, fractions) in percent beside the paper's
+    own method in its first state-of-the-art table on `paper_dataset`."""
+    from reidlib import reported
+
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return []
+    headline = json.loads(path.read_text()).get("headline") or {}
+    sota = [t for t in reported.tables(paper) if reported.table_spec(paper, t)["kind"] == "sota"]
+    theirs = reported.paper_method_row(paper, sota[0]) if sota else pd.Series(dtype=float)
+    rows = []
+    for key, value in headline.items():
+        target = _engine_key(key)
+        if target is None or target[0] not in PERCENT_METRICS:
+            continue  # other headline numbers (a baseline's mAP, an AUC) have no reported counterpart
+        name, scale = target
+        rows.append({"paper": paper, "entry": f"headline {name}", "file": path.name, "status": "run",
+                     "metric": name, "reproduced": float(value) * scale,
+                     "reported": theirs.get((paper_dataset, name), math.nan)})
+    return rows
+
+
+def reproduction_status(results_root: str | os.PathLike, profile: str = "demo", metric: str = "mAP",
+                        paper_dataset: str = "Occluded-Duke") -> pd.DataFrame:
+    """Where each paper's reproduction stands, from what its notebook exported under
+    `results_root`/<profile>/<paper>/ (`results_root` is runs/results): per ablation table with a seed
+    spread (rows "Table V", ...: the paper's table id, found from the reported rows the CSV shows), the
+    `ordering_share` counts of `metric`; per paper, the headline Rank-1 / mAP of metrics.json (rows
+    "headline mAP", ...) beside the paper's own method on `paper_dataset` in its first state-of-the-art
+    table. A paper without any of these is one row with status "not run". Indexed by (paper, entry)."""
+    from reidlib import reported
+
+    rows = []
+    for paper in reported.PAPERS:
+        folder = Path(results_root) / profile / paper
+        found = _ordering_rows(paper, folder, metric) + _headline_rows(paper, folder, paper_dataset)
+        rows += found or [{"paper": paper, "entry": "-", "status": NOT_RUN}]
+    return pd.DataFrame(rows).set_index(["paper", "entry"])
 
 
 # ---------------------------------------------------------------------------------------------- style
@@ -378,5 +528,6 @@ def export(df: pd.DataFrame, stem: str | os.PathLike, caption: str | None = None
 
 __all__ = [
     "COMPETITOR", "DELTA", "ENGINE_METRICS", "REPORTED", "REPRODUCED", "SOURCES",
-    "TableError", "compare", "dataset_name", "export", "metrics_table", "style", "to_latex", "to_markdown",
+    "TableError", "compare", "dataset_name", "export", "metrics_table", "ordering_share", "read_export",
+    "reproduction_status", "separation", "style", "to_latex", "to_markdown",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -180,3 +181,87 @@ def test_separation_can_read_the_papers_other_data_set():
     assert occluded["verdict"].tolist() == ["as in the paper"]
     with pytest.raises(TableError, match="no 'Market-1501' column"):
         tables.separation(df, paper_dataset="market1501")
+
+
+def table5_with(ours_map: dict[str, float], reported_table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """QPM Table V (paper mAP on Occluded-Duke: Baseline 34.8, Baseline(+triplet) 37.0, Part branch 46.7,
+    GAP global 31.7) beside our mAP (fractions) and a seed spread of 2 points."""
+    ours = {name: {"mAP": value} for name, value in ours_map.items()}
+    ours["seed spread of QPM (max - min, seeds 0-1)"] = {"mAP": 0.02}
+    return tables.compare(tables.metrics_table(ours, "synthocc", ["mAP"]),
+                          reported.table("qpm", "Table V") if reported_table is None else reported_table)
+
+
+OURS_T5 = {"Baseline": 0.10, "Baseline(+triplet)": 0.11, "Part branch": 0.20, "GAP global": 0.21}
+
+
+def test_ordering_share_counts_every_pair_of_rows_against_the_seed_spread():
+    # 4 rows -> 6 pairs (paper / ours differences, spread 2):
+    #   B -> B+t +2.2 / +1 same sign within;  B -> Part +11.9 / +10 kept;  B -> GAP -3.1 / +11 reversed
+    #   B+t -> Part +9.7 / +9 kept;  B+t -> GAP -5.3 / +10 reversed;  Part -> GAP -15 / +1 reversed within
+    share = tables.ordering_share(table5_with(OURS_T5))
+    assert share == {"pairs": 6, "paper shows none": 0, "kept": 2, "same sign within spread": 1,
+                     "reversed beyond spread": 2, "reversed within spread": 1, "share kept": 2 / 6,
+                     "same sign": 3, "share same sign": 3 / 6}
+    # the consecutive pairs among them are separation's steps
+    steps = tables.separation(table5_with(OURS_T5))["verdict"].tolist()
+    assert steps == ["within seed spread", "as in the paper", "within seed spread"]
+
+
+def test_ordering_share_leaves_pairs_the_paper_shows_equal_out_of_the_shares():
+    paper = reported.table("qpm", "Table V").copy()
+    paper.loc["Baseline(+triplet)"] = paper.loc["Baseline"]
+    share = tables.ordering_share(table5_with(OURS_T5, paper))
+    assert (share["pairs"], share["paper shows none"]) == (6, 1)
+    # B+t now scores as B in the paper: B+t -> Part +11.9 / +9 kept, B+t -> GAP -3.1 / +10 reversed
+    assert (share["kept"], share["reversed beyond spread"], share["same sign within spread"]) == (2, 2, 0)
+    assert share["share kept"] == pytest.approx(2 / 5) and share["share same sign"] == pytest.approx(2 / 5)
+    single = tables.ordering_share(table5_with({"Baseline": 0.1}))
+    assert single["pairs"] == 0 and math.isnan(single["share kept"])
+    with pytest.raises(TableError, match="spread_row"):
+        tables.ordering_share(tables.compare(tables.metrics_table({"Baseline": {"mAP": 0.1}}, "synthocc",
+                                                                  ["mAP"]), reported.table("qpm", "Table V")))
+
+
+def test_read_export_gives_back_the_table_with_its_index_levels(tmp_path):
+    df = table5_with(OURS_T5)
+    tables.export(df, tmp_path / "t5")
+    back = tables.read_export(tmp_path / "t5.csv")
+    pd.testing.assert_frame_equal(back, df, check_names=True, check_exact=False)
+    tables.export(reported.table("qpm", "Table VI"), tmp_path / "t6")
+    assert tables.read_export(tmp_path / "t6.csv").index.names == ["method"]
+    tables.export(tables.separation(df), tmp_path / "steps")
+    with pytest.raises(TableError, match="not an exported"):
+        tables.read_export(tmp_path / "steps.csv")
+
+
+def test_reproduction_status_lists_orderings_headlines_and_papers_not_run(tmp_path):
+    qpm = tmp_path / "results" / "demo" / "qpm"
+    tables.export(table5_with(OURS_T5), qpm / "table5")
+    tables.export(tables.separation(table5_with(OURS_T5)), qpm / "table5_steps")  # not an ablation table
+    table6 = {"GAP global": {"mAP": 0.30}, "SI global": {"mAP": 0.20}, "AGFE global": {"mAP": 0.40},
+              "seed spread": {"mAP": 0.01}}
+    tables.export(tables.compare(tables.metrics_table(table6, "synthocc", ["mAP"]),
+                                 reported.table("qpm", "Table VI")), qpm / "any_name")
+    tables.export(tables.metrics_table({"QPM": {"mAP": 0.4}}, "synthocc"), qpm / "plain")  # no source level
+    (qpm / "metrics.json").write_text(json.dumps(
+        {"paper": "qpm", "headline": {"mAP": 0.45, "rank1": 0.6, "baseline_mAP": 0.3}}))
+    dpm = tmp_path / "results" / "demo" / "dpm"
+    dpm.mkdir(parents=True)
+    (dpm / "metrics.json").write_text(json.dumps({"paper": "dpm", "headline": {"mAP": 0.5}}))
+
+    status = tables.reproduction_status(tmp_path / "results", "demo")
+    assert status.index.names == ["paper", "entry"]
+    assert list(status.loc["qpm"].index) == ["Table V", "Table VI", "headline mAP", "headline Rank-1"]
+    t5, t6 = status.loc[("qpm", "Table V")], status.loc[("qpm", "Table VI")]
+    assert (t5["file"], t5["pairs"], t5["kept"]) == ("table5.csv", 6, 2)
+    assert t5["share kept"] == pytest.approx(2 / 6)
+    # Table VI (26.6 < 31.7 < 42.2): ours 20 < 30 < 40, every pair kept
+    assert (t6["file"], t6["pairs"], t6["share kept"]) == ("any_name.csv", 3, 1.0)
+    head = status.loc[("qpm", "headline mAP")]
+    assert (head["reproduced"], head["reported"]) == (pytest.approx(45.0), 49.7)
+    assert status.loc[("qpm", "headline Rank-1"), "reported"] == 64.4
+    assert status.loc[("dpm", "headline mAP"), "reported"] == 61.8
+    for paper in ("pab_reid", "bpsema_reid", "rganet"):
+        assert status.loc[(paper, "-"), "status"] == "not run"
+    assert (status.loc[["qpm", "dpm"], "status"] == "run").all()
