@@ -11,7 +11,7 @@ from PIL import Image
 
 from reidlib.data import synthocc
 from reidlib.data.records import Record, ReidDataset
-from reidlib.data.synth.paste import UNKNOWN_PART, occlude_photo
+from reidlib.data.synth.paste import occlude_photo
 from reidlib.data.synth.render import PART_NAMES, passers_by
 from reidlib.robustness import per_query_metrics, robustness_table
 
@@ -98,9 +98,8 @@ def test_without_parsing_masks_the_fraction_is_over_the_whole_crop_and_parts_are
     # the same random stream redraws query 0: its written fraction is the share of the crop covered
     opts = synthocc.resolve_options("ci")
     image = read(data.query[0].path)
-    _, after, fields, _ = occlude_photo(image, np.full((H, W), UNKNOWN_PART, np.uint8),
-                                        np.random.default_rng([1, synthocc.OCCLUDE_STREAM, 0]), opts,
-                                        passers_by(1))
+    _, after, fields, _ = occlude_photo(image, None, np.random.default_rng([1, synthocc.OCCLUDE_STREAM, 0]),
+                                        opts, passers_by(1))
     assert meta.loc[0, "occluded_fraction"] == pytest.approx((after == 0).mean(), abs=5e-5)
     assert meta.loc[0, "occluder"] == fields["occluder"]
 

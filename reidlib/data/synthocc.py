@@ -43,7 +43,7 @@ from reidlib.data.synth.options import (
     resolve_options,
     resolve_protocols,
 )
-from reidlib.data.synth.paste import occlude_photo, person_labels
+from reidlib.data.synth.paste import occlude_photo
 from reidlib.data.synth.protocols import PROTOCOLS, SPLIT_DIRS, STREAMS, Shot, plan
 from reidlib.data.synth.render import PARSING_LABELS, PART_NAMES, World, passers_by, render
 from reidlib.data.synth.sheet import colourise, contact_sheet, describe, protocol_root, read_metadata
@@ -254,8 +254,7 @@ def _occlude_query(record, root, out: Path, rng, opts: dict, pedestrians) -> tup
     name = Path(record.path).name
     image = np.asarray(Image.open(record.path).convert("RGB"))
     labels = _parsing_labels(record, root)
-    occluded, label, fields, parts = occlude_photo(image, person_labels(labels, image.shape[:2]), rng,
-                                                   opts, pedestrians)
+    occluded, label, fields, parts = occlude_photo(image, labels, rng, opts, pedestrians)
     Image.fromarray(occluded).save(out / "query" / name, quality=opts["jpeg_quality"])
     mask_path = None
     if labels is not None:

@@ -29,23 +29,23 @@ def _person_height(labels: np.ndarray) -> float:
     return float(rows[-1] + 1 - rows[0]) if len(rows) else float(labels.shape[0])
 
 
-def occlude_photo(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, opts: dict,
+def occlude_photo(image: np.ndarray, labels: np.ndarray | None, rng: np.random.Generator, opts: dict,
                   pedestrians: list[Identity]) -> tuple[np.ndarray, np.ndarray, dict, dict]:
-    """One occluder over `image` (uint8 [H, W, 3]) with person labels `labels` ([H, W], > 0 on the person),
-    chosen and sized as SynthOcc does from `opts` (occlusion_positions, occluder_kinds, occlusion_ratio).
-    Returns the occluded image, the labels with covered pixels set to 0, and two sets of SynthOcc's
-    metadata fields: occluder, position, target_fraction, occluded_fraction; and vis_<part> / area_<part>
-    (NaN unless `labels` are parsing labels)."""
-    h, w = labels.shape
-    canvas = Canvas(h, w, image.astype(np.float32) / 255.0)
-    canvas.label = labels.copy()
+    """One occluder over `image` (uint8 [H, W, 3]) with its parsing labels `labels` ([H, W], SynthOcc's
+    PARSING_LABELS, or None: the whole crop is the person), chosen and sized as SynthOcc does from `opts`
+    (occlusion_positions, occluder_kinds, occlusion_ratio). Returns the occluded image, the person labels
+    with covered pixels set to 0, and two sets of SynthOcc's metadata fields: occluder, position,
+    target_fraction, occluded_fraction; and vis_<part> / area_<part> (NaN without parsing labels)."""
+    person = person_labels(labels, image.shape[:2])
+    canvas = Canvas(*person.shape, image.astype(np.float32) / 255.0)
+    canvas.label = person.copy()
     position, kind = occluder_choice(rng, opts["occlusion_positions"], opts["occluder_kinds"])
     target = float(rng.uniform(*opts["occlusion_ratio"]))
-    occlude(canvas, rng, kind, position, target, pedestrians, _person_height(labels))
+    occlude(canvas, rng, kind, position, target, pedestrians, _person_height(person))
     occluded = np.rint(np.clip(canvas.rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
-    areas, visible = (np.bincount(m.ravel(), minlength=len(PARSING_LABELS)) for m in (labels, canvas.label))
+    areas, visible = (np.bincount(m.ravel(), minlength=len(PARSING_LABELS)) for m in (person, canvas.label))
     parts = part_columns(areas, visible)
-    if (labels == UNKNOWN_PART).any():  # no parsing labels: the parts are unknown
+    if labels is None:  # the parts are unknown
         parts = dict.fromkeys(parts, float("nan"))
     fields = {"occluder": kind, "position": position, "target_fraction": round(target, 4),
               "occluded_fraction": occluded_fraction(areas, visible)}
