@@ -4,6 +4,7 @@ protocol and their cost at the papers' own size.
 
     names = leaderboard_methods()                        # e.g. bot, pcb, ..., rganet (no training stages)
     board = leaderboard(wb, names, spread=names[:3])      # one row per method: ranks, mAP, mINP, spread
+    calibration(wb, runs)                                # ROC AUC of part scores for "part visible"
     paper_size_cost("dpm")                               # params and FLOPs of the paper-size model
 """
 
@@ -46,6 +47,25 @@ def leaderboard(wb, names: list[str], spread: list[str] = ()) -> pd.DataFrame:
     return pd.DataFrame(rows).T.rename_axis("method")
 
 
+def calibration(wb, runs: dict) -> pd.DataFrame:
+    """ROC AUC of every scored method's per-part scores (QPM's quality, BPBreID / PAB-ReID / BPSEMA's
+    visibility, RGANet's confidence) for "part at least half visible", per occluder kind, from SynthOcc's
+    truth (reidlib.visibility): one row per (method, occluder). Methods whose `explain` gives no part
+    scores on parts with a known layout (global models; DPM's mask, whose channels are no body parts)
+    are left out."""
+    from reidlib.visibility import score_auc
+
+    rows = []
+    for name, run in runs.items():
+        model = run.load_model(wb.device)
+        if model.part_layout() is None or "part_scores" not in wb.explain(run, wb.samples(run.config, n=2)):
+            continue
+        auc = score_auc(wb.score_vs_visibility(run))
+        rows += [{"method": name, "occluder": kind, "ROC AUC": value, "parts": auc.loc[kind, "parts"]}
+                 for kind, value in auc["ROC AUC"].items()]
+    return pd.DataFrame(rows, columns=["method", "occluder", "ROC AUC", "parts"])
+
+
 def paper_size_cost(name: str) -> dict[str, float]:
     """Parameters and inference FLOPs per image of method `name` at its paper profile's settings (its
     image size and backbone, random weights: the cost does not depend on them), one forward pass on CPU."""
@@ -65,4 +85,4 @@ def paper_size_cost(name: str) -> dict[str, float]:
             "size": f"{size[0]}x{size[1]}", "backbone": cfg.model.get("backbone", "-")}
 
 
-__all__ = ["LEADERBOARD_METRICS", "leaderboard", "leaderboard_methods", "paper_size_cost"]
+__all__ = ["LEADERBOARD_METRICS", "calibration", "leaderboard", "leaderboard_methods", "paper_size_cost"]

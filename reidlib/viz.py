@@ -224,3 +224,18 @@ def curves(df: pd.DataFrame, xlabel: str, ylabel: str, title: str = ""):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def leaderboard_bars(board: pd.DataFrame, metric: str = "mAP", spread: str | None = None):
+    """Methods as horizontal bars of `metric` (best on top); where `spread` (a max - min over seeds) is
+    known, a whisker of that length centred on the bar's end shows how far a second seed could move it."""
+    ordered = board.sort_values(metric)
+    fig, ax = plt.subplots(figsize=(5.2, 0.35 * len(ordered) + 1.0))
+    errors = None
+    if spread is not None and spread in ordered:
+        errors = ordered[spread].astype(float).fillna(0.0).to_numpy() / 2
+    ax.barh(ordered.index.astype(str), ordered[metric].astype(float), xerr=errors, capsize=3,
+            color="tab:blue", alpha=0.8)
+    ax.set(xlabel=f"{metric} (%)" + (" (whisker: seed spread)" if errors is not None else ""))
+    fig.tight_layout()
+    return fig

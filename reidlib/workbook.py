@@ -210,6 +210,25 @@ class Workbook:
             self._extracted[key] = extract_test(model, self.data(data_cfg), data_cfg, flip)
         return self._extracted[key]
 
+    def per_query(self, run, dataset=None):
+        """Per-query Rank-1 hit and AP (reidlib.robustness.per_query_metrics) of a run under its own
+        distance, indexed by query file name: on its own test split (embeddings shared with `evaluate`),
+        or on `dataset`, e.g. a real data set whose queries got SynthOcc's occluders
+        (`reidlib.data.synthocc.occlude_queries`)."""
+        from reidlib.engine import extract_test
+        from reidlib.robustness import per_query_metrics
+
+        model, data_cfg, flip = run.load_model(self.device), run.config.data, run.config.train.flip_test
+        if dataset is None:
+            dataset, extracted = self.data(data_cfg), self._embeddings(run, data_cfg, flip, model)
+        else:
+            extracted = extract_test(model, dataset, data_cfg, flip)
+        (q, q_pids, q_cams), (g, g_pids, g_cams) = extracted
+        device = device_of(model)
+        dist = model.distance(q.to(device), g.to(device)).float().cpu().numpy()
+        names = [Path(r.path).name for r in dataset.query]
+        return per_query_metrics(dist, q_pids, g_pids, q_cams, g_cams, names=names)
+
     def data(self, cfg):
         """The ReidDataset of a run config or data config (SynthOcc is generated on first use)."""
         from reidlib.data.loader import load_from_config

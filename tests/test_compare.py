@@ -36,3 +36,16 @@ def test_leaderboard_rows_with_and_without_seed_spread(tmp_path):
     assert all(0 <= board.loc[m, "mAP"] <= 100 for m in board.index)
     assert board.loc["bot", "mAP spread"] >= 0 and math.isnan(board.loc["pcb", "mAP spread"])
     assert board.loc["bot", "trunk"] == "-" and board.loc["pcb", "size"] == "96x48"
+
+
+def test_per_query_metrics_average_to_the_runs_evaluation(tmp_path):
+    """Workbook.per_query (the robustness breakdown's input) agrees with the run's own evaluation: the
+    mean of its per-query AP is the mAP, the mean of its Rank-1 hits the Rank-1."""
+    from reidlib.workbook import Workbook
+
+    wb = Workbook("compare", profile="ci", out_dir=str(tmp_path))
+    run = wb.train(wb.config("bot"))
+    per_query = wb.per_query(run)
+    assert len(per_query) == len(wb.data(run.config).query) and per_query.index[0].endswith(".jpg")
+    assert per_query["AP"].mean() == pytest.approx(run.metrics["mAP"], abs=1e-6)
+    assert per_query["rank1"].mean() == pytest.approx(run.metrics["rank1"], abs=1e-6)

@@ -89,6 +89,18 @@ def test_correlation_panels_and_curves_are_labelled():
     assert list(ax.lines[1].get_ydata()) == [0.8, 0.4]
 
 
+def test_leaderboard_bars_put_the_best_on_top_with_half_the_spread_each_side():
+    import pandas as pd
+
+    board = pd.DataFrame({"mAP": [30.0, 45.0, 20.0], "mAP spread": [2.0, None, 1.0]}, index=["a", "b", "c"])
+    ax = viz.leaderboard_bars(board, "mAP", "mAP spread").axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["c", "a", "b"]      # bottom to top
+    assert [bar.get_width() for bar in ax.patches] == [20.0, 30.0, 45.0]
+    bars = next(c for c in ax.containers if hasattr(c, "errorbar"))
+    whiskers = bars.errorbar.lines[2][0].get_segments()                        # one per bar
+    assert [seg[1][0] - seg[0][0] for seg in whiskers] == [1.0, 2.0, 0.0]     # the full spread
+
+
 def test_part_maps_grid_frames_each_map_by_its_score():
     images = torch.zeros(2, 3, 16, 8)
     scores = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
