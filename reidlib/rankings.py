@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,7 +95,8 @@ def ranking_figure(ranked: dict[str, RankedTest], picks: list[int], top: int = 8
 def ranking_browser(ranked: dict[str, RankedTest], top: int = 8, dpi: int = 100):
     """ipywidgets: a slider over every query; each move redraws `ranking_figure` for that query."""
     import ipywidgets as widgets
-    import matplotlib.pyplot as plt
+
+    from reidlib.viz import png_bytes
 
     first = _same_queries(ranked)
     slider = widgets.IntSlider(value=0, min=0, max=len(first.query_paths) - 1, description="query",
@@ -104,11 +104,7 @@ def ranking_browser(ranked: dict[str, RankedTest], top: int = 8, dpi: int = 100)
     picture = widgets.Image(format="png")
 
     def draw(_change=None) -> None:
-        fig = ranking_figure(ranked, [slider.value], top)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        plt.close(fig)
-        picture.value = buffer.getvalue()
+        picture.value = png_bytes(ranking_figure(ranked, [slider.value], top), dpi)
 
     slider.observe(draw, names="value")
     draw()

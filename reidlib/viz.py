@@ -67,6 +67,34 @@ def _normalise(heat: np.ndarray) -> np.ndarray:
     return (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
 
 
+def overlay(ax, image: np.ndarray, heat: np.ndarray, cmap: str = "jet", alpha: float = 0.5,
+            absolute: bool = False) -> None:
+    """A map [H, W] over an image [H, W, 3] on one axis: min-max scaled, or on the absolute 0-1 scale
+    (probabilities, masks, Grad-CAM) with `absolute`."""
+    ax.imshow(image)
+    if absolute:
+        ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
+    else:
+        ax.imshow(_normalise(heat), cmap=cmap, alpha=alpha)
+
+
+def frame(ax, colour, width: float = 3.0) -> None:
+    """A coloured frame around an axis (match / mismatch, a score's colour), ticks hidden."""
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(width)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (an ipywidgets.Image's value); the figure is closed."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def heatmap_grid(images: torch.Tensor | Batch, maps: dict[str, torch.Tensor], alpha: float = 0.5,
                  cmap: str = "jet", mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Rows = images; columns = the image, then each named map [N, h, w] overlaid (min-max per image)."""
@@ -77,8 +105,7 @@ def heatmap_grid(images: torch.Tensor | Batch, maps: dict[str, torch.Tensor], al
     for i in range(n):
         axes[i, 0].imshow(pics[i])
         for j, (title, m) in enumerate(maps.items(), start=1):
-            axes[i, j].imshow(pics[i])
-            axes[i, j].imshow(_normalise(upsample(m[i : i + 1], (h, w))[0]), cmap=cmap, alpha=alpha)
+            overlay(axes[i, j], pics[i], upsample(m[i : i + 1], (h, w))[0], cmap, alpha)
             if i == 0:
                 axes[i, j].set_title(title, fontsize=8)
     if n:
@@ -132,14 +159,11 @@ def part_maps_grid(images: torch.Tensor | Batch, maps: torch.Tensor, names: Sequ
         axes[i, 0].set_title(captions[i] if captions else "image", fontsize=7)
         for p in range(k):
             ax = axes[i, p + 1]
-            ax.imshow(pics[i])
-            ax.imshow(heat[i, p], cmap=cmap, alpha=0.6, vmin=0.0, vmax=1.0)
+            overlay(ax, pics[i], heat[i, p], cmap, alpha=0.6, absolute=True)
             title = names[p] if i == 0 else ""
             if scores is not None:
                 s = float(scores[i, p])
-                for spine in ax.spines.values():
-                    spine.set_edgecolor(colours(s))
-                    spine.set_linewidth(2.5)
+                frame(ax, colours(s), 2.5)
                 ax.set_xlabel(f"{score_name} {s:.2f}", fontsize=6, labelpad=1)
             ax.set_title(title, fontsize=7)
             ax.set_xticks([])
@@ -171,6 +195,20 @@ def metric_lines(panels: dict[str, pd.DataFrame], metrics: Sequence[str] = ("Ran
     return fig
 
 
+def draw_ranking_row(axes: Sequence, query: np.ndarray, gallery: Sequence[np.ndarray],
+                     matches: Sequence[bool], label: str = "query", numbered: bool = True) -> None:
+    """One ranking list on a row of 1 + top axes: the query [H, W, 3], then its gallery images framed green
+    (match) / red (not), numbered #1.. when `numbered`."""
+    axes[0].imshow(query)
+    axes[0].set_title(label, fontsize=7)
+    axes[0].axis("off")
+    for r, (ax, image, match) in enumerate(zip(axes[1:], gallery, matches, strict=True)):
+        ax.imshow(image)
+        frame(ax, MATCH_COLOUR if match else MISMATCH_COLOUR)
+        if numbered:
+            ax.set_title(f"#{r + 1}", fontsize=7)
+
+
 def ranking_grid(query: np.ndarray | torch.Tensor, gallery: Sequence, matches: Sequence[Sequence[bool]],
                  row_labels: Sequence[str] | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Ranking lists: each row a query then its top-k gallery images, framed green (match) / red (not)."""
@@ -179,20 +217,7 @@ def ranking_grid(query: np.ndarray | torch.Tensor, gallery: Sequence, matches: S
     fig, axes = plt.subplots(n, top + 1, figsize=(1.0 * (top + 1), 2.1 * n), squeeze=False)
     for i in range(n):
         g = to_display(gallery[i], mean, std) if isinstance(gallery[i], torch.Tensor) else gallery[i]
-        axes[i, 0].imshow(q[i])
-        axes[i, 0].set_title(row_labels[i] if row_labels else "query", fontsize=7)
-        for r in range(top):
-            ax = axes[i, r + 1]
-            ax.imshow(g[r])
-            colour = MATCH_COLOUR if matches[i][r] else MISMATCH_COLOUR
-            for spine in ax.spines.values():
-                spine.set_edgecolor(colour)
-                spine.set_linewidth(3)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"#{r + 1}", fontsize=7)
-        axes[i, 0].axis("off")
+        draw_ranking_row(axes[i], q[i], g, matches[i], row_labels[i] if row_labels else "query", i == 0)
     fig.tight_layout()
     return fig
 
