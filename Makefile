@@ -6,7 +6,13 @@ STAMP   := $(VENV)/.installed
 PROFILE ?= demo
 JOBS    ?= 1
 
-.PHONY: reproduce test lint bench clean-runs
+# tests/test_browser.py drives Debian's chromium through chromium-driver (selenium comes with the dev extra).
+CHROMIUM_DEBS := chromium chromium-driver
+CHROMIUM      := /usr/bin/chromium
+CHROMEDRIVER  := /usr/bin/chromedriver
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: reproduce test lint bench clean-runs browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,8 +28,19 @@ $(STAMP): pyproject.toml requirements/imagenet-weights.txt | $(BIN)/python
 reproduce: $(STAMP)
 	$(BIN)/reidlib reproduce --profile $(PROFILE) --jobs $(JOBS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# Installs the browser for `make test` when $(CHROMIUM) or $(CHROMEDRIVER) is missing (as root, or
+# with sudo); a failed install stops `make test` here. `make reproduce` needs no browser.
+browser:
+	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(CHROMEDRIVER) ]; then \
+	  echo "make test: installing Debian's $(CHROMIUM_DEBS) for tests/test_browser.py"; \
+	  { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y \
+	      --no-install-recommends $(CHROMIUM_DEBS) && [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; \
+	  } || { echo "make test: could not install $(CHROMIUM_DEBS) with apt-get (tests/test_browser.py" \
+	              "needs $(CHROMIUM) and $(CHROMEDRIVER))" >&2; exit 1; }; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check reidlib tests benchmarks experiments
