@@ -66,6 +66,20 @@ def calibration(wb, runs: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "occluder", "ROC AUC", "parts"])
 
 
+# A method's own map, most specific first: its attention mask, its part maps (where any part is), the
+# heads' class-token attention (their mean), the map its descriptor is pooled from.
+OWN_MAPS = ("attention", "part_maps", "head_attention", "activation")
+
+
+def own_map(explained: dict) -> tuple[str, torch.Tensor]:
+    """(key, [N, h, w]) of the most specific map among a method's `explain` outputs (OWN_MAPS)."""
+    for key in OWN_MAPS:
+        if key in explained:
+            value = explained[key]
+            return key, value.amax(1) if key == "part_maps" else value.mean(1) if value.dim() == 4 else value
+    raise ValueError(f"explain() gives none of {OWN_MAPS} (it gives {sorted(explained)})")
+
+
 def paper_size_cost(name: str) -> dict[str, float]:
     """Parameters and inference FLOPs per image of method `name` at its paper profile's settings (its
     image size and backbone, random weights: the cost does not depend on them), one forward pass on CPU."""
@@ -85,4 +99,5 @@ def paper_size_cost(name: str) -> dict[str, float]:
             "size": f"{size[0]}x{size[1]}", "backbone": cfg.model.get("backbone", "-")}
 
 
-__all__ = ["LEADERBOARD_METRICS", "calibration", "leaderboard", "leaderboard_methods", "paper_size_cost"]
+__all__ = ["LEADERBOARD_METRICS", "OWN_MAPS", "calibration", "leaderboard", "leaderboard_methods", "own_map",
+           "paper_size_cost"]

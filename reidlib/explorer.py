@@ -253,8 +253,8 @@ class Explorer:
         self.method = widgets.Dropdown(options=list(self.data), value=state.method, description="method")
         self.overlay = widgets.Dropdown(options=options(self.data)[state.method], value=state.overlay,
                                         description="overlay")
-        self.query = widgets.IntSlider(value=state.query, min=0, max=len(entry.ranked.query_paths) - 1,
-                                       description="query", continuous_update=False)
+        # a dropdown of the queries by file name (a slider over hundreds of images is hard to aim)
+        self.query = widgets.Dropdown(options=self._queries(entry), value=state.query, description="query")
         self.top = widgets.IntSlider(value=state.top, min=1, max=self._top_limit(entry), description="top",
                                      continuous_update=False)
         self.image = widgets.Image(format="png")
@@ -264,6 +264,12 @@ class Explorer:
         for control in (self.overlay, self.query, self.top):
             control.observe(self.redraw, names="value")
         self.redraw()
+
+    @staticmethod
+    def _queries(entry: MethodData) -> list[tuple[str, int]]:
+        from pathlib import Path
+
+        return [(f"{i}: {Path(path).name}", i) for i, path in enumerate(entry.ranked.query_paths)]
 
     @staticmethod
     def _top_limit(entry: MethodData) -> int:
@@ -289,7 +295,11 @@ class Explorer:
         try:
             self.overlay.options = offered
             self.overlay.value = kept
-            self.query.max = len(entry.ranked.query_paths) - 1
+            queries = self._queries(entry)
+            if list(self.query.options) != queries:  # another test split: keep the index where it exists
+                index = min(self.query.value, len(queries) - 1)
+                self.query.options = queries
+                self.query.value = index
             self.top.max = self._top_limit(entry)
         finally:
             self._holding = False
@@ -301,7 +311,7 @@ class Explorer:
 
 def explorer_widget(data: Mapping[str, MethodData | RankedTest], state: ExplorerState | None = None,
                     dpi: int = 100) -> Explorer:
-    """ipywidgets: dropdowns for the method and the overlay, sliders for the query and top k; any change
+    """ipywidgets: dropdowns for the method, the overlay and the query, a slider for top k; any change
     redraws `render` into the widget's image."""
     return Explorer(data, state, dpi)
 

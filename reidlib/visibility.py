@@ -96,7 +96,7 @@ def score_vs_visibility(model, dataset, data_cfg, twin: str = "holistic") -> pd.
     the occluder kind. `dataset` must be a SynthOcc protocol with occluders (e.g. occluded_duke)."""
     layout = _layout_of(model)
     meta = query_metadata(dataset)
-    names = _part_names(layout)
+    names = layout_part_names(layout)
     rows = []
     for rec, out, maps in _explained_queries(model, dataset, data_cfg, ("part_scores",), twin):
         name = Path(rec.path).name
@@ -135,7 +135,7 @@ def part_map_iou(model, dataset, data_cfg) -> pd.DataFrame:
         images.append(Path(rec.path).name)
     truth_stack = torch.stack(truth)                                                # [Q, h, w]
     template = torch.stack([(truth_stack == k).sum(0) for k in range(layout.count + 1)]).argmax(0)
-    names = _part_names(layout)
+    names = layout_part_names(layout)
     rows = []
     for image, kind, pred, target in zip(images, kinds, predicted, truth, strict=True):
         for k in range(1, layout.count + 1):
@@ -152,7 +152,8 @@ def _iou(a: Tensor, b: Tensor) -> float:
     return int((a & b).sum()) / union if union else float("nan")
 
 
-def _part_names(layout: PartLayout) -> list[str]:
+def layout_part_names(layout: PartLayout) -> list[str]:
+    """Names of the parts of a layout: "stripe k" for stripes, the grouping's part names otherwise."""
     if layout.kind == "stripes":
         return [f"stripe {k + 1}" for k in range(layout.count)]
     from reidlib.data.masks import part_names

@@ -264,3 +264,27 @@ def leaderboard_bars(board: pd.DataFrame, metric: str = "mAP", spread: str | Non
     ax.set(xlabel=f"{metric} (%)" + (" (whisker: seed spread)" if errors is not None else ""))
     fig.tight_layout()
     return fig
+
+
+def method_maps_grid(images: torch.Tensor | Batch, maps: dict[str, dict[str, torch.Tensor]],
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, cmap: str = "jet"):
+    """Rows = methods; for each image, one column per kind of map ({method: {kind: [N, h, w]}}, e.g. its
+    Grad-CAM and its own attention), each map min-max scaled over the image (maps of any resolution)."""
+    pics = to_display(images, mean, std)
+    n, h, w = pics.shape[:3]
+    kinds = max((list(m) for m in maps.values()), key=len)
+    cols = n * len(kinds)
+    fig, axes = plt.subplots(len(maps), cols, figsize=(1.0 * cols, 1.9 * len(maps)), squeeze=False)
+    for r, (method, by_kind) in enumerate(maps.items()):
+        for i in range(n):
+            for k, kind in enumerate(kinds):
+                ax = axes[r, i * len(kinds) + k]
+                if kind in by_kind:
+                    overlay(ax, pics[i], upsample(by_kind[kind][i : i + 1], (h, w))[0], cmap)
+                if r == 0:
+                    ax.set_title(kind, fontsize=7)
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[r, 0].set_ylabel(method, fontsize=8)
+    fig.tight_layout()
+    return fig

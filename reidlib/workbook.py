@@ -319,6 +319,25 @@ class Workbook:
         picks, captions = example_queries(self.data(cfg), per_kind)
         return self._batch(picks, cfg), captions
 
+    def explorer_data(self, runs: dict) -> dict:
+        """{name: reidlib.explorer.MethodData} of trained runs: each ranked on its own test split under its
+        own distance, with its queries' overlays (`explain` and Grad-CAM) computed when first shown."""
+        from reidlib.explorer import MethodData, method_overlays
+        from reidlib.visibility import layout_part_names
+
+        data = {}
+        for name, run in runs.items():
+            model, cfg = run.load_model(self.device), run.config
+            queries = self.data(cfg).query
+            layout = model.part_layout()
+
+            def load_query(q: int, cfg=cfg, queries=queries):
+                return self._batch([queries[q]], cfg)
+
+            data[name] = MethodData(self._ranked({name: run}, None)[name], method_overlays(model, load_query),
+                                    part_names=layout_part_names(layout) if layout is not None else ())
+        return data
+
     def _batch(self, records: list, cfg: RunConfig):
         from reidlib.data.loader import build_test_loader
         from reidlib.methods.base import Batch

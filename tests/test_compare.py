@@ -49,3 +49,17 @@ def test_per_query_metrics_average_to_the_runs_evaluation(tmp_path):
     assert len(per_query) == len(wb.data(run.config).query) and per_query.index[0].endswith(".jpg")
     assert per_query["AP"].mean() == pytest.approx(run.metrics["mAP"], abs=1e-6)
     assert per_query["rank1"].mean() == pytest.approx(run.metrics["rank1"], abs=1e-6)
+
+
+def test_own_map_takes_the_most_specific_map():
+    import torch
+
+    parts = torch.tensor([[[[0.2, 0.9]], [[0.7, 0.1]]]])                  # [1, K=2, 1, 2]
+    key, value = compare.own_map({"activation": torch.ones(1, 1, 2), "part_maps": parts})
+    assert key == "part_maps"
+    torch.testing.assert_close(value, torch.tensor([[[0.7, 0.9]]]))       # where any part is
+    key, value = compare.own_map({"head_attention": parts, "activation": torch.ones(1, 1, 2)})
+    assert key == "head_attention"
+    torch.testing.assert_close(value, torch.tensor([[[0.45, 0.5]]]))
+    with pytest.raises(ValueError, match="none of"):
+        compare.own_map({"part_scores": torch.ones(1, 2)})

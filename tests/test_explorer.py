@@ -137,5 +137,5 @@ def test_widget_redraws_when_its_controls_change(data):
     explorer.method.value = "plain"                               # no overlays: back to "none"
     assert tuple(explorer.overlay.options) == ("none",) and explorer.overlay.value == "none"
     assert explorer.image.value != before
-    assert (explorer.query.max, explorer.top.max) == (2, 4)
+    assert (len(explorer.query.options), explorer.top.max) == (3, 4)
     assert "application/vnd.jupyter.widget-view+json" in explorer._repr_mimebundle_()  # shows as its box

@@ -128,3 +128,14 @@ def test_metric_lines_draw_one_panel_per_table_in_table_order():
     assert [ax.get_title() for ax in fig.axes] == ["reported", "ours"]
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["D1", "D2"]
     assert [line.get_label() for line in fig.axes[0].lines] == ["Rank-1", "mAP"]
+
+
+def test_method_maps_grid_has_a_row_per_method_and_a_column_per_image_and_kind():
+    images = torch.zeros(2, 3, 16, 8)
+    maps = {"bot": {"Grad-CAM": torch.rand(2, 16, 8), "own": torch.rand(2, 4, 2)},
+            "dpm": {"Grad-CAM": torch.rand(2, 16, 8)}}
+    fig = viz.method_maps_grid(images, maps)
+    axes = np.array(fig.axes).reshape(2, 4)
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["bot", "dpm"]
+    assert [ax.get_title() for ax in axes[0]] == ["Grad-CAM", "own"] * 2
+    assert len(axes[1, 1].images) == 0 and len(axes[0, 1].images) == 2     # dpm has no "own": left blank
