@@ -244,6 +244,9 @@ def test_reproduction_status_lists_orderings_headlines_and_papers_not_run(tmp_pa
     tables.export(tables.compare(tables.metrics_table(table6, "synthocc", ["mAP"]),
                                  reported.table("qpm", "Table VI")), qpm / "any_name")
     tables.export(tables.metrics_table({"QPM": {"mAP": 0.4}}, "synthocc"), qpm / "plain")  # no source level
+    # reported rows only (a table whose reproduced column group sits in `more`, or not run): not ablation
+    none_run = tables.metrics_table({}, "synthocc", ["mAP"])
+    tables.export(tables.compare(none_run, reported.table("qpm", "Table V")), qpm / "reported_only")
     (qpm / "metrics.json").write_text(json.dumps(
         {"paper": "qpm", "headline": {"mAP": 0.45, "rank1": 0.6, "baseline_mAP": 0.3}}))
     dpm = tmp_path / "results" / "demo" / "dpm"
