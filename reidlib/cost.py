@@ -9,7 +9,10 @@ stay untouched.
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import time
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -43,15 +46,12 @@ def _timed(fn, repeats: int, warmup: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def train_seconds_per_iter(model, batch: Batch, train_cfg: TrainConfig | None = None, repeats: int = 3,
-                           warmup: int = 1) -> float:
-    """Seconds of one training iteration, `model.train_step` with `train_cfg`'s optimiser (default
-    TrainConfig()) and autocast setting, timed on a copy of the model."""
+def _training_step(model, batch: Batch, train_cfg: TrainConfig):
+    """A copy of `model` and a closure running one of its training steps (the engine's `train_step`)."""
     from reidlib.engine.inference import device_of
     from reidlib.engine.optim import build_optimizer
     from reidlib.engine.step import StepContext, amp_available, amp_dtype
 
-    train_cfg = train_cfg or TrainConfig()
     model = copy.deepcopy(model).train()
     device = device_of(model)
     optimizer = build_optimizer(model, train_cfg)
@@ -60,7 +60,49 @@ def train_seconds_per_iter(model, batch: Batch, train_cfg: TrainConfig | None = 
     ctx = StepContext(method=model, forward=model, device=device, amp=amp, grad_clip=train_cfg.grad_clip,
                       epoch=1, epochs=1, step=1, steps=1)
     batch = batch.to(device)
-    return _timed(lambda: model.train_step(batch, optimizer, scaler, ctx), repeats, warmup)
+    return lambda: model.train_step(batch, optimizer, scaler, ctx)
+
+
+def train_seconds_per_iter(model, batch: Batch, train_cfg: TrainConfig | None = None, repeats: int = 3,
+                           warmup: int = 1) -> float:
+    """Seconds of one training iteration, `model.train_step` with `train_cfg`'s optimiser (default
+    TrainConfig()) and autocast setting, timed on a copy of the model."""
+    return _timed(_training_step(model, batch, train_cfg or TrainConfig()), repeats, warmup)
+
+
+@contextmanager
+def _quiet_stderr():
+    """The profiler's C++ layer (kineto) logs every start and stop to file descriptor 2, which a notebook
+    shows as red text: silence the descriptor itself for the duration (Python's sys.stderr is not it)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def peak_train_memory_mb(model, batch: Batch, train_cfg: TrainConfig | None = None) -> float:
+    """Peak memory (MB) of the tensors alive during one training step on the model's device, after a
+    warm-up step (the optimiser's state exists): parameters, gradients, optimiser state, activations.
+    From torch.profiler's memory timeline (the one view of CPU tensor memory that torch keeps; on a GPU
+    `torch.cuda.max_memory_allocated` says the same)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+    from reidlib.engine.inference import device_of
+
+    step = _training_step(model, batch, train_cfg or TrainConfig())
+    step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with _quiet_stderr(), profile(activities=activities, profile_memory=True, record_shapes=True,
+                                  with_stack=True) as prof:
+        step()
+    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(device_of(model))
+    return max((sum(s) for s in sizes), default=0) / 1e6
 
 
 @torch.no_grad()

@@ -235,11 +235,12 @@ class Workbook:
 
         return load_from_config(getattr(cfg, "data", cfg))
 
-    def cost(self, run, batch: int = 16) -> dict:
+    def cost(self, run, batch: int = 16, memory: bool = False) -> dict:
         """Parameters, FLOPs, train s/iter (the method's own training step with the run's optimiser) and
         inference ms/image of a trained run, or of a RunConfig's untrained model (the cost is the same:
         e.g. another paper's method beside this one's without training it), measured here on a batch of
-        its own training images."""
+        its own training images; with `memory`, also the peak memory of a training step and the images
+        per second of training and inference (the comparison's units)."""
         from reidlib.cost import cost_row
         from reidlib.data.loader import build_train_loader
         from reidlib.engine.distributed import env_context, resolve_device
@@ -255,7 +256,15 @@ class Workbook:
             model = memory_format(model, cfg.train).to(resolve_device(self.device, env_context())).eval()
         else:
             model = run.load_model(self.device)
-        return cost_row(model, sample.to(device_of(model)), cfg.train)
+        sample = sample.to(device_of(model))
+        row = cost_row(model, sample, cfg.train)
+        if memory:
+            from reidlib.cost import peak_train_memory_mb
+
+            row.update({"train images / s": len(sample) / row["train s / iter"],
+                        "inference images / s": 1e3 / row["inference ms / image"],
+                        "peak train memory (MB)": peak_train_memory_mb(model, sample, cfg.train)})
+        return row
 
     def rankings(self, runs, queries: int = 4, top: int = 8, data_overrides: dict | None = None,
                  model_overrides: dict[str, dict] | None = None):

@@ -48,6 +48,25 @@ def test_cost_counts_params_and_flops_and_leaves_model_unchanged():
     assert model.steps == 0                                # the steps ran on a copy, through train_step
 
 
+class Wide(Linear):
+    """A 1000 x 2000 layer: 8 MB of float32 weights (the 5-way head and BN are a few kB)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(1000, 2000, bias=False), nn.Linear(2000, 5, bias=False))
+
+
+def test_peak_training_memory_holds_weights_gradients_and_momentum():
+    batch = Batch(images=torch.randn(4, 1000, 1, 1), camids=torch.zeros(4), pids=torch.tensor([0, 1, 2, 3]))
+    weights = 1000 * 2000 * 4 / 1e6                                     # MB
+    # at least weights, gradients and the optimiser's state at once; the optimiser's own temporaries
+    # (weight decay's grad + wd * w, foreach updates) add a few weight-sized buffers, activations ~0
+    sgd = cost.peak_train_memory_mb(Wide(), batch, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9))
+    assert 3 * weights <= sgd <= 6 * weights + 1
+    adam = cost.peak_train_memory_mb(Wide(), batch, TrainConfig(optimizer="adam", lr=0.1))
+    assert 4 * weights <= adam <= 7 * weights + 1 and adam > sgd       # Adam keeps two moments
+
+
 def test_training_cost_is_timed_through_the_methods_own_step():
     model = Linear()
     batch = Batch(images=torch.randn(4, 3, 2, 2), camids=torch.zeros(4), pids=torch.tensor([0, 1, 2, 3]))
