@@ -7,10 +7,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+from ranked_data import grey_ranked_test  # noqa: E402
 from test_gradcam import ColourMethod, colour_batch  # noqa: E402
 
 from reidlib.explorer import (  # noqa: E402
@@ -31,16 +30,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture
 def ranked(tmp_path) -> RankedTest:
     """3 queries, 4 gallery images (16 x 8), each image a different grey."""
-    paths = []
-    for i in range(7):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(np.full((16, 8, 3), 30 * i, np.uint8)).save(path)
-        paths.append(str(path))
-    dist = np.array([[0.4, 0.3, 0.1, 0.2],
-                     [0.1, 0.2, 0.3, 0.4],
-                     [0.3, 0.1, 0.2, 0.4]])
-    return RankedTest(paths[:3], paths[3:], dist, q_pids=np.array([1, 2, 2]), g_pids=np.array([2, 1, 1, 3]),
-                      q_camids=np.array([0, 0, 1]), g_camids=np.array([1, 1, 1, 1]), size=(8, 16))
+    return grey_ranked_test(tmp_path)
 
 
 def query_maps(queries: int = 3) -> dict[str, torch.Tensor]:

@@ -10,25 +10,16 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+from ranked_data import grey_ranked_test  # noqa: E402
 
-from reidlib.rankings import RankedTest, ranking_browser, ranking_figure  # noqa: E402
+from reidlib.rankings import ranking_browser, ranking_figure  # noqa: E402
 from reidlib.viz import MATCH_COLOUR, MISMATCH_COLOUR  # noqa: E402
 
 
 @pytest.fixture
 def ranked(tmp_path):
     """3 queries, 4 gallery images; query 0 (pid 1, cam 0) nearest to gallery 2 (pid 1, cam 1)."""
-    paths = []
-    for i in range(7):
-        path = tmp_path / f"{i}.png"
-        Image.fromarray(np.full((16, 8, 3), 30 * i, np.uint8)).save(path)
-        paths.append(str(path))
-    dist = np.array([[0.4, 0.3, 0.1, 0.2],
-                     [0.1, 0.2, 0.3, 0.4],
-                     [0.3, 0.1, 0.2, 0.4]])
-    return RankedTest(paths[:3], paths[3:], dist, q_pids=np.array([1, 2, 2]), g_pids=np.array([2, 1, 1, 3]),
-                      q_camids=np.array([0, 0, 1]), g_camids=np.array([1, 0, 1, 1]), size=(8, 16))
+    return grey_ranked_test(tmp_path, g_camids=(1, 0, 1, 1))
 
 
 def frame_colours(ax) -> set:
