@@ -24,9 +24,14 @@ PAPER_TRAIN_IDS, PAPER_CAMERAS = 702, 8
 
 
 def leaderboard_methods() -> list[str]:
-    """Every registered method that is not only an earlier training stage of another (RGANet's prompt
-    stage), in the registry's order; each has its config file of the same name."""
-    return [name for name in methods.names() if not methods.get(name).is_stage]
+    """Every registered method that has its own config file (reidlib/configs/<name>.yaml: what the
+    comparison trains) and is not only an earlier training stage of another (RGANet's prompt stage), in
+    the registry's order. A method registered without a config (a test's toy) is not compared."""
+    from importlib import resources
+
+    configs = resources.files("reidlib") / "configs"
+    return [name for name in methods.names()
+            if not methods.get(name).is_stage and (configs / f"{name}.yaml").is_file()]
 
 
 def leaderboard(wb, names: list[str], spread: list[str] = ()) -> pd.DataFrame:
