@@ -53,6 +53,14 @@ def notebook_parameters(namespace: dict) -> dict:
     return {name: namespace[name] for name in PARAMETERS if name in namespace}
 
 
+def _ranked_by(model, extracted) -> tuple:
+    """(dist [Q, G] numpy, q_pids, g_pids, q_camids, g_camids) of extracted test embeddings under the
+    model's own matching rule: what `evaluate` and the per-query metrics take."""
+    (q, q_pids, q_cams), (g, g_pids, g_cams) = extracted
+    device = device_of(model)
+    return model.distance(q.to(device), g.to(device)).float().cpu().numpy(), q_pids, g_pids, q_cams, g_cams
+
+
 class Workbook:
     """Parameters of a paper notebook, resolved once (see docs/design.md, "Notebook anatomy")."""
 
@@ -192,12 +200,10 @@ class Workbook:
         data_cfg = replace(run.config.data, **(data_overrides or {}))
         flip = run.config.train.flip_test if flip is None else flip
         # extracted with the run's own config, whichever row asks first: the cache is shared by all rows
-        (q, qp, qc), (g, gp, gc) = self._embeddings(run, data_cfg, flip, model)
+        extracted = self._embeddings(run, data_cfg, flip, model)
         if model_overrides:
             model.cfg = replace(model.cfg, **model_overrides)
-        device = device_of(model)
-        dist = model.distance(q.to(device), g.to(device))
-        return evaluate(dist.float().cpu().numpy(), qp, gp, qc, gc).as_dict()
+        return evaluate(*_ranked_by(model, extracted)).as_dict()
 
     def _embeddings(self, run, data_cfg, flip: bool, model=None):
         """The run's test embeddings on `data_cfg`, extracted once (with `model`, else the run's)."""
@@ -223,11 +229,8 @@ class Workbook:
             dataset, extracted = self.data(data_cfg), self._embeddings(run, data_cfg, flip, model)
         else:
             extracted = extract_test(model, dataset, data_cfg, flip)
-        (q, q_pids, q_cams), (g, g_pids, g_cams) = extracted
-        device = device_of(model)
-        dist = model.distance(q.to(device), g.to(device)).float().cpu().numpy()
         names = [Path(r.path).name for r in dataset.query]
-        return per_query_metrics(dist, q_pids, g_pids, q_cams, g_cams, names=names)
+        return per_query_metrics(*_ranked_by(model, extracted), names=names)
 
     def data(self, cfg):
         """The ReidDataset of a run config or data config (SynthOcc is generated on first use)."""
